@@ -1,0 +1,85 @@
+//! The command line, as clap parses it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "One fast, dependable door to LLM providers")]
+pub struct Cli {
+    /// Configuration file (YAML). Without one, weir runs on embedded defaults plus environment.
+    #[arg(long, short = 'c', global = true, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v info, -vv debug); WEIR_LOG takes a full filter.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "WEIR_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (OpenAI and Anthropic compatible HTTP API).
+    Serve(ServeArgs),
+    /// Send one chat message and print the answer.
+    Chat(ChatArgs),
+    /// List the configured models and aliases.
+    Models(ModelsArgs),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:4100; env WEIR_LISTEN).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Model as provider/model or an alias (default: defaults.model, `mock/echo`).
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// System prompt.
+    #[arg(long, short = 's')]
+    pub system: Option<String>,
+    /// Print tokens as they arrive.
+    #[arg(long)]
+    pub stream: bool,
+    /// Print the full response as JSON, with usage and cost (with --stream: one chunk per line).
+    #[arg(long)]
+    pub json: bool,
+    /// Answer from the offline mock provider, whatever the model.
+    #[arg(long)]
+    pub mock: bool,
+    /// Cap on output tokens.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[arg(long, short = 't')]
+    pub temperature: Option<f64>,
+    /// The prompt; read from stdin when absent.
+    pub prompt: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Print as OpenAI's model list JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file (or --config, or the embedded defaults).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,131 @@
+//! `weir`: the command-line face of weir.
+//!
+//! A thin binary over the `weir` library and the `weir-server` gateway:
+//! - `weir serve`: run the OpenAI- and Anthropic-compatible gateway;
+//! - `weir chat`: one chat completion, streamed or not, from arguments or stdin;
+//! - `weir models`: the configured models and aliases;
+//! - `weir config check`: validate a configuration file and report every problem.
+//!
+//! Exit codes: 0 success; 1 the request failed (upstream, network, timeout); 2 bad usage,
+//! invalid configuration or invalid input; 130 interrupted. Errors go to stderr with their
+//! causes; a closed stdout (`weir chat ... | head`) is not an error.
+
+mod chat;
+mod cli;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ConfigCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut config = load_config(cli.config.as_deref())?;
+            if let Some(listen) = args.listen {
+                config.server.listen = listen;
+            }
+            weir_server::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat(args) => {
+            let mut config = load_config(cli.config.as_deref())?;
+            if args.mock {
+                config.defaults.force_mock = true;
+            }
+            chat::run(config, args).await
+        }
+        Command::Models(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            let client = weir::Client::new(config)?;
+            let models = client.models();
+            let mut out = std::io::stdout().lock();
+            if args.json {
+                let list = weir::types::models::ModelList::new(models);
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+            } else {
+                for m in models {
+                    writeln!(out, "{}", m.id)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let path = file.or(cli.config);
+            let config = load_config(path.as_deref())?;
+            let source = path.map_or_else(|| "embedded defaults".to_owned(), |p| p.display().to_string());
+            let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+            println!(
+                "{source}: OK ({} provider{}: {}; {} alias{})",
+                providers.len(),
+                if providers.len() == 1 { "" } else { "s" },
+                providers.join(", "),
+                config.aliases.len(),
+                if config.aliases.len() == 1 { "" } else { "es" },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<weir::Config> {
+    Ok(weir::Config::load(path)?)
+}
+
+/// Print an error with its causes and pick the exit code.
+fn report(e: &anyhow::Error) -> ExitCode {
+    if is_broken_pipe(e) {
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(std::io::stderr(), "error: {e:#}");
+    let usage_like = e.downcast_ref::<weir::ConfigError>().is_some()
+        || e.downcast_ref::<weir::Error>().is_some_and(|w| {
+            matches!(
+                w.kind(),
+                weir::ErrorKind::Config | weir::ErrorKind::InvalidRequest | weir::ErrorKind::ModelNotFound
+            )
+        });
+    ExitCode::from(if usage_like { 2 } else { 1 })
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (&cli.command, cli.verbose) {
+        (_, v) if v >= 2 => "debug",
+        (_, 1) => "info",
+        (Command::Serve(_), _) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,94 @@
+//! The JSON body extractor every route uses, so malformed input gets our error shape.
+//!
+//! axum's own `Json` answers with plain text; this one answers in the route's API shape with a
+//! message naming the problem: an unsupported content type (415), a body over the configured
+//! limit (413), bad UTF-8, malformed JSON, or a field of the wrong type, with its path (400).
+
+use axum::extract::{FromRequest, Request};
+use axum::http::header;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, Flavor};
+use crate::state::AppState;
+
+/// A request body parsed as `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let flavor = Flavor::for_path(req.uri().path());
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        // An absent content type is accepted (curl -d sends form, some clients send none):
+        // the body still has to be JSON.
+        if !(mime.is_empty() || mime == "application/json" || mime.ends_with("+json")) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                format!("unsupported content type `{content_type}`: send the body as application/json"),
+            )
+            .flavor(flavor));
+        }
+        let limit = state.body_limit;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util_limit::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!("request body is larger than the {limit}-byte limit (server.body_limit)"),
+                )
+                .with_code("request_too_large")
+                .flavor(flavor)
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}")).flavor(flavor)
+            }
+        })?;
+        parse(&bytes, flavor).map(JsonBody)
+    }
+}
+
+/// Parse with a precise message: where the problem is and what was expected.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty: send a JSON object").flavor(flavor));
+    }
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_request(format!(
+            "the request body is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+        .flavor(flavor));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("malformed JSON: {inner}")
+        } else if path == "." {
+            format!("invalid request: {inner}")
+        } else {
+            format!("invalid value at `{path}`: {inner}")
+        };
+        let mut err = ApiError::bad_request(message).flavor(flavor);
+        if path != "." {
+            err = err.with_param(path);
+        }
+        err
+    })
+}
+
+/// axum re-exports no name for the length-limit error; match it through http-body-util's.
+mod http_body_util_limit {
+    pub use http_body_util::LengthLimitError;
+}

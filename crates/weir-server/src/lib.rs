@@ -1,0 +1,201 @@
+//! weir's HTTP gateway: the OpenAI API (and Anthropic's `/v1/messages`) in front of
+//! [`weir::Client`].
+//!
+//! The crate is thin: handlers parse into `weir-types`, call the client, and render the answer
+//! or the error ([`error::ApiError`], the one place errors become HTTP). [`router`] builds the
+//! whole app without a socket, for tests; [`Server`] binds it and shuts down gracefully.
+//!
+//! Routes:
+//! - `POST /v1/chat/completions` (SSE when `stream: true`), `POST /v1/embeddings`,
+//!   `GET /v1/models`, `GET /v1/models/{id}`;
+//! - `POST /v1/messages` (Anthropic Messages, native to Anthropic, translated otherwise) and
+//!   `POST /v1/messages/count_tokens`;
+//! - `GET /health`, `GET /ready`, `GET /status`.
+//!
+//! Middleware, outer -> inner: panic catch -> request id -> access log -> auth -> handler.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod sse;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, Flavor};
+pub use state::AppState;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Weir(#[from] weir::Error),
+    #[error("cannot listen on {addr}: {source}; pick another address with --listen or WEIR_LISTEN")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The whole application, ready for `oneshot` in tests or for [`Server`].
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(routes::chat::completions))
+        .route("/chat/completions", post(routes::chat::completions))
+        .route("/v1/embeddings", post(routes::embeddings::create))
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/models/{*id}", get(routes::models::get))
+        .route("/v1/messages", post(routes::messages::create))
+        .route("/v1/messages/count_tokens", post(routes::messages::count_tokens))
+        .route("/health", get(routes::ops::health))
+        .route("/ready", get(routes::ops::ready))
+        .route("/status", get(routes::ops::status))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::auth))
+        .layer(axum::middleware::from_fn(middleware::access_log))
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(CatchPanicLayer::custom(on_panic))
+        // Bodies are read by our extractor with the configured limit and our error shape.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn not_found(req: axum::extract::Request) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found_error",
+        format!("no route for {} {path}: weir serves /v1/chat/completions, /v1/embeddings, /v1/models, /v1/messages", req.method()),
+    )
+    .flavor(Flavor::for_path(&path))
+    .into_response()
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    tracing::error!("a request handler panicked; the server carries on");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        "internal error in weir; the request was not completed. Please report it with the x-request-id",
+    )
+    .into_response()
+}
+
+/// A bound gateway: the listener is open, requests are served once [`Server::run`] is polled.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Build the client and bind the configured address. With no gateway keys, a non-loopback
+    /// address is refused in favour of 127.0.0.1 on the same port: an open proxy to paid APIs
+    /// must be a decision, made by configuring keys.
+    pub async fn bind(config: weir::Config) -> Result<Self, ServeError> {
+        let mut addr = config.server.listen;
+        let grace = config.server.shutdown_grace;
+        if config.server.api_keys.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                requested = %addr,
+                "no gateway keys configured (server.api_keys / WEIR_API_KEYS): listening on loopback only"
+            );
+            addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
+        }
+        weir::tokens::warm_up();
+        let client = weir::Client::new(config)?;
+        let state = AppState::new(client);
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self { listener, state, grace })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests and
+    /// streams up to the grace period to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let app = router(self.state.clone());
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+        // Nagle + delayed ACK adds ~40 ms to small responses; send each write at once.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let graceful = token.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await });
+        let deadline = async {
+            token.cancelled().await;
+            tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: finishing in-flight requests");
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            r = server => r?,
+            () = deadline => tracing::warn!("grace period over; closing remaining connections"),
+        }
+        Ok(())
+    }
+}
+
+/// Run the gateway until SIGINT or SIGTERM.
+pub async fn serve(config: weir::Config) -> Result<(), ServeError> {
+    let auth = !config.server.api_keys.is_empty();
+    let server = Server::bind(config).await?;
+    let addr = server.local_addr()?;
+    let providers: Vec<String> = server.state.client.config().providers.iter().map(|p| p.name.clone()).collect();
+    tracing::info!(
+        %addr,
+        providers = %providers.join(","),
+        auth = if auth { "gateway keys required" } else { "none (loopback only)" },
+        "weir listening: OpenAI API at http://{addr}/v1, Anthropic Messages at http://{addr}/v1/messages"
+    );
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = futures::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

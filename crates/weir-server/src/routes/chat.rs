@@ -1,0 +1,121 @@
+//! `POST /v1/chat/completions`, complete and streamed.
+
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use weir::CallOptions;
+use weir_types::chat::{ChatChunk, ChatRequest};
+
+use super::{json_response, meta_headers};
+use crate::error::{ApiError, Flavor};
+use crate::extract::JsonBody;
+use crate::middleware::{RequestId, Served};
+use crate::sse::{self, Framer, LogContext, SseBody};
+use crate::state::AppState;
+
+pub async fn completions(
+    State(state): State<AppState>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    JsonBody(req): JsonBody<ChatRequest>,
+) -> Response {
+    let started = Instant::now();
+    let model = req.model.clone();
+    if state.log_bodies {
+        tracing::debug!(request_id = %id, body = ?req, "chat request body");
+    }
+    let opts = CallOptions {
+        request_id: Some(id.clone()),
+        timeout: None,
+    };
+    let served = |provider: &str| Served {
+        model: model.clone(),
+        provider: provider.to_owned(),
+        ..Served::default()
+    };
+    if req.stream.unwrap_or(false) {
+        let stream = match state.client.chat_stream_with(req, &opts).await {
+            Ok(s) => s,
+            Err(e) => {
+                let mut res = ApiError::from_weir(&e, Flavor::OpenAi).into_response();
+                res.extensions_mut().insert(served(""));
+                return res;
+            }
+        };
+        let meta = stream.meta().clone();
+        let log = LogContext {
+            request_id: id,
+            route: "/v1/chat/completions",
+            model: model.clone(),
+            provider: meta.provider.clone(),
+            started,
+            summary: Some(stream.summary_handle()),
+        };
+        let body = SseBody::new(stream, ChunkFramer::default(), log);
+        let mut res = sse::response(body.boxed());
+        meta_headers(res.headers_mut(), &meta, started);
+        res.extensions_mut().insert(Served {
+            logs_itself: true,
+            ..served(&meta.provider)
+        });
+        return res;
+    }
+    match state.client.chat_with(req, &opts).await {
+        Ok(done) => {
+            let usage = done.meta.usage.clone().unwrap_or_default();
+            let mut res = json_response(&done.response);
+            meta_headers(res.headers_mut(), &done.meta, started);
+            res.extensions_mut().insert(Served {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                ..served(&done.meta.provider)
+            });
+            res
+        }
+        Err(e) => {
+            let mut res = ApiError::from_weir(&e, Flavor::OpenAi).into_response();
+            res.extensions_mut().insert(served(""));
+            res
+        }
+    }
+}
+
+/// OpenAI framing: `data: <chunk>` per chunk, `data: [DONE]` at the end, and on a mid-stream
+/// failure a `data: {"error": ...}` event (which the official SDKs raise as an APIError).
+#[derive(Debug, Default)]
+pub struct ChunkFramer {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl Framer for ChunkFramer {
+    type Item = weir::Result<ChatChunk>;
+
+    fn frame(&mut self, item: Self::Item) -> (Bytes, bool) {
+        match item {
+            Ok(chunk) => {
+                if let Some(u) = &chunk.usage {
+                    self.prompt_tokens = u.prompt_tokens;
+                    self.completion_tokens = u.completion_tokens;
+                }
+                (sse::data_frame(&serde_json::to_vec(&chunk).unwrap_or_default()), false)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream failed mid-way");
+                let err = ApiError::from_weir(&e, Flavor::OpenAi);
+                (sse::data_frame(&err.body()), true)
+            }
+        }
+    }
+
+    fn done(&mut self) -> Option<Bytes> {
+        Some(Bytes::from_static(b"data: [DONE]\n\n"))
+    }
+
+    fn tokens(&self) -> (u64, u64) {
+        (self.prompt_tokens, self.completion_tokens)
+    }
+}

@@ -1,0 +1,53 @@
+//! The HTTP routes, one module per API surface.
+
+pub mod chat;
+pub mod embeddings;
+pub mod messages;
+pub mod models;
+pub mod ops;
+
+use std::time::Instant;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use weir::ResponseMeta;
+
+/// A 200 JSON response serialised in one go.
+pub fn json_response<T: Serialize>(body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut res = (StatusCode::OK, bytes).into_response();
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res
+        }
+        Err(e) => crate::error::ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            format!("could not encode the response: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// Which provider and upstream model served the request, and where the time went:
+/// `x-weir-upstream-ms` inside the upstream call (retries included), `x-weir-processing-ms`
+/// weir's own time on top of it.
+pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
+    let total = started.elapsed();
+    let own = total.saturating_sub(meta.latency);
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-weir-provider", meta.provider.clone());
+    put("x-weir-upstream-model", meta.upstream_model.clone());
+    put("x-weir-attempts", meta.attempts.to_string());
+    put("x-weir-upstream-ms", format!("{:.3}", meta.latency.as_secs_f64() * 1000.0));
+    put("x-weir-processing-ms", format!("{:.3}", own.as_secs_f64() * 1000.0));
+    if let Some(cost) = meta.cost_usd {
+        put("x-weir-cost-usd", cost.normalize().to_string());
+    }
+}

@@ -1,0 +1,27 @@
+//! Test helpers for weir: fake upstreams speaking the providers' real wire formats.
+//!
+//! - [`FakeUpstream`] ([`fake`]): an HTTP server on `127.0.0.1:0` answering from a script of
+//!   [`Reply`]s (JSON, error statuses with headers, SSE transcripts split at awkward byte
+//!   boundaries, delays, stalls, cut connections) and recording every request it received;
+//! - [`openai`] and [`anthropic`]: realistic bodies, stream transcripts (text, tool calls,
+//!   thinking, usage), error bodies and rate-limit headers of each API;
+//! - [`sse`]: building transcripts by hand.
+//!
+//! Used by the library's provider tests and by the gateway's end-to-end tests.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use weir_test_support::{FakeUpstream, Reply, openai};
+//! let fake = FakeUpstream::start().await?;
+//! fake.push(Reply::sse(openai::text_stream("gpt-4o-mini", &["Hel", "lo"])).awkward());
+//! // ... point a provider at fake.v1(), call it, then:
+//! let req = fake.last_request();
+//! # Ok(()) }
+//! ```
+
+pub mod anthropic;
+pub mod fake;
+pub mod openai;
+pub mod sse;
+
+pub use fake::{Chunking, FakeUpstream, Recorded, Reply};

@@ -1,0 +1,216 @@
+//! The validated configuration: what the rest of weir reads.
+//!
+//! Produced from the raw file form by [`super::load`]; every field here has been checked, URLs
+//! parsed and secrets wrapped, so consumers never re-validate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::pricing::PricingTable;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub defaults: Defaults,
+    /// Every configured provider, in file order; `mock` is always present.
+    pub providers: Vec<ProviderConfig>,
+    /// Model aliases: `fast` -> `openai/gpt-4o-mini`. Targets are `provider/model`.
+    pub aliases: BTreeMap<String, String>,
+    pub retry: RetryConfig,
+    pub pricing: PricingTable,
+    pub mock: MockConfig,
+}
+
+/// The gateway's own settings (used by `weir serve`).
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Gateway keys clients must present. Empty means no auth, loopback only.
+    pub api_keys: Vec<SecretString>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How long in-flight requests get to finish after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Log request and response bodies at debug level. Off by default: bodies hold prompts.
+    pub log_bodies: bool,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
+            .field("body_limit", &self.body_limit)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("log_bodies", &self.log_bodies)
+            .finish()
+    }
+}
+
+/// Defaults applied to every request.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    /// Used when a request names no model (the CLI without `--model`).
+    pub model: String,
+    /// Provider assumed for a model name without a `provider/` prefix (seed 002's LLM_PROVIDER).
+    pub provider: Option<String>,
+    /// Send every request to the mock provider (LLM_FORCE_MOCK, `--mock`).
+    pub force_mock: bool,
+    /// `max_tokens` for upstreams that require one (Anthropic) when the request has none.
+    pub max_tokens: u32,
+    /// Whole-request deadline, retries included.
+    pub request_timeout: Duration,
+}
+
+/// Which wire protocol a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI and any OpenAI-compatible server (OpenRouter, vLLM, Ollama, llama.cpp, LM Studio).
+    OpenAi,
+    Anthropic,
+    Mock,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Mock => "mock",
+        }
+    }
+}
+
+/// One upstream API key.
+#[derive(Clone)]
+pub struct ApiKey {
+    /// A stable, non-secret label (`openai#0` or the configured name), used in status and logs.
+    pub id: String,
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Timeouts of one upstream call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP + TLS connect.
+    pub connect: Duration,
+    /// From sending the request to the response headers (and, for streams, the first event).
+    pub first_byte: Duration,
+    /// The whole call, body included.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            first_byte: Duration::from_secs(120),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One configured provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// The name models are prefixed with: `openai` in `openai/gpt-4o`.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL including the version path: `https://api.openai.com/v1`,
+    /// `https://api.anthropic.com/v1`, `http://localhost:11434/v1`.
+    pub base_url: Url,
+    /// Keys used in turn; may be empty for local servers that need none.
+    pub keys: Vec<ApiKey>,
+    /// Extra headers on every request (OpenRouter's `HTTP-Referer` and `X-Title`).
+    pub headers: Vec<(String, String)>,
+    /// OpenAI `OpenAI-Organization`.
+    pub organization: Option<String>,
+    /// OpenAI `OpenAI-Project`.
+    pub project: Option<String>,
+    /// Anthropic `anthropic-version`.
+    pub anthropic_version: String,
+    pub timeouts: Timeouts,
+    /// Models advertised by `/v1/models` for this provider (upstream names, without prefix).
+    pub models: Vec<String>,
+}
+
+/// Retry settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryConfig {
+    /// Retries after the first attempt (LLM_MAX_RETRIES).
+    pub max_retries: u32,
+    /// First backoff delay.
+    pub base_delay: Duration,
+    /// Growth factor per attempt (LLM_RETRY_BACKOFF_BASE).
+    pub factor: f64,
+    /// Longest single wait.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            base_delay: Duration::from_millis(250),
+            factor: 2.0,
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+/// The mock provider's behaviour. Per-request overrides come in the request's `mock` field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockConfig {
+    /// Delay before a non-streamed answer.
+    pub latency: Duration,
+    /// Delay before the first streamed chunk.
+    pub time_to_first_token: Duration,
+    /// Delay between streamed chunks.
+    pub inter_token_delay: Duration,
+    /// Tokens `mock/lorem` produces when the request sets no `max_tokens`.
+    pub lorem_tokens: u32,
+    /// Injected faults.
+    pub faults: MockFaults,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            time_to_first_token: Duration::ZERO,
+            inter_token_delay: Duration::ZERO,
+            lorem_tokens: 32,
+            faults: MockFaults::default(),
+        }
+    }
+}
+
+/// Faults the mock injects, for testing weir's resilience.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MockFaults {
+    /// Fraction of calls (0.0..=1.0) that fail with `error_status`.
+    pub error_rate: f64,
+    /// The status of injected errors (default 500).
+    pub error_status: u16,
+    /// `Retry-After` of injected errors.
+    pub retry_after: Option<Duration>,
+    /// Never answer (until the caller's timeout fires).
+    pub hang: bool,
+    /// Cut streams after this many chunks with an interruption error.
+    pub cut_stream_after: Option<u32>,
+}

@@ -1,0 +1,178 @@
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name: &str| map.get(name).cloned()
+}
+
+#[test]
+fn no_file_gives_mock_only() {
+    let c = load(None, &env(&[])).unwrap();
+    assert_eq!(c.providers.len(), 1);
+    assert_eq!(c.providers[0].kind, ProviderKind::Mock);
+    assert_eq!(c.defaults.model, "mock/echo");
+    assert_eq!(c.server.listen.to_string(), "127.0.0.1:4100");
+    assert!(c.server.api_keys.is_empty());
+}
+
+#[test]
+fn env_keys_switch_providers_on_and_base_urls_move_them() {
+    let c = load(
+        None,
+        &env(&[
+            ("OPENAI_API_KEY", "sk-test-openai"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1/"),
+            ("ANTHROPIC_API_KEY", "sk-ant-test"),
+            ("ANTHROPIC_BASE_URL", "http://127.0.0.1:9000"),
+        ]),
+    )
+    .unwrap();
+    let openai = c.provider("openai").unwrap();
+    assert_eq!(openai.base_url.as_str(), "http://127.0.0.1:8000/v1");
+    assert_eq!(openai.keys[0].secret.expose_secret(), "sk-test-openai");
+    let anthropic = c.provider("anthropic").unwrap();
+    assert_eq!(anthropic.base_url.as_str(), "http://127.0.0.1:9000/v1");
+    assert!(c.provider("openrouter").is_none());
+}
+
+#[test]
+fn full_file_with_interpolation() {
+    let yaml = r#"
+server:
+  listen: 0.0.0.0:9999
+  api_keys: ["${GW_KEY}"]
+  body_limit: 2MiB
+  shutdown_grace: 5s
+defaults:
+  model: fast
+  max_tokens: 1024
+providers:
+  local:
+    kind: openai
+    base_url: ${LOCAL_URL:-http://localhost:11434/v1}
+    models: [llama3]
+  openrouter:
+    api_keys: ["k1", "k2"]
+    headers:
+      HTTP-Referer: https://example.com
+      X-Title: weir
+models:
+  fast: local/llama3
+retry:
+  max_retries: 5
+  base_delay: 100ms
+pricing:
+  local/llama3: { input: 0.1, output: 0.2 }
+mock:
+  inter_token_delay: 5ms
+  faults: { error_rate: 0.5, error_status: 503, retry_after: 2s }
+"#;
+    let c = Config::from_yaml(yaml, &env(&[("GW_KEY", "gw-secret")])).unwrap();
+    assert_eq!(c.server.listen.port(), 9999);
+    assert_eq!(c.server.body_limit, 2 * 1024 * 1024);
+    assert_eq!(c.server.api_keys[0].expose_secret(), "gw-secret");
+    assert_eq!(c.provider("local").unwrap().base_url.as_str(), "http://localhost:11434/v1");
+    let or = c.provider("openrouter").unwrap();
+    assert_eq!(or.keys.len(), 2);
+    assert_eq!(or.keys[1].id, "openrouter#1");
+    assert_eq!(or.headers.len(), 2);
+    assert_eq!(c.aliases["fast"], "local/llama3");
+    assert_eq!(c.retry.max_retries, 5);
+    assert!(c.pricing.lookup("local", "llama3").is_some());
+    assert_eq!(c.mock.faults.error_status, 503);
+    assert_eq!(c.mock.inter_token_delay, std::time::Duration::from_millis(5));
+}
+
+#[test]
+fn reports_every_problem_with_its_path() {
+    let yaml = r#"
+server:
+  listen: not-an-address
+providers:
+  local:
+    base_url: ftp://x
+  other:
+    kind: openai
+    base_url: "::::"
+models:
+  fast: nowhere/model
+  bad: no-slash
+retry:
+  base_delay: soon
+"#;
+    let err = Config::from_yaml(yaml, &env(&[])).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "server.listen",
+        "providers.local.kind",
+        "providers.other.base_url",
+        "models.fast",
+        "models.bad",
+        "retry.base_delay",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    let text = err.to_string();
+    assert!(text.contains("problems"), "{text}");
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_path() {
+    let err = Config::from_yaml("providers:\n  openai:\n    api_kee: x\n", &env(&[])).unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].path.contains("providers.openai"), "{err}");
+    assert!(err.problems[0].reason.contains("api_kee"), "{err}");
+}
+
+#[test]
+fn missing_variables_are_reported() {
+    let err = Config::from_yaml("server:\n  api_keys: [\"${NOPE}\"]\n", &env(&[])).unwrap_err();
+    assert_eq!(err.problems[0].path, "server.api_keys[0]");
+    assert!(err.problems[0].reason.contains("NOPE"));
+}
+
+#[test]
+fn seed_env_overrides_apply() {
+    let c = load(
+        None,
+        &env(&[
+            ("LLM_FORCE_MOCK", "1"),
+            ("LLM_MAX_RETRIES", "7"),
+            ("LLM_RETRY_BACKOFF_BASE", "3.0"),
+            ("WEIR_API_KEYS", "a, b"),
+            ("WEIR_LISTEN", "127.0.0.1:0"),
+        ]),
+    )
+    .unwrap();
+    assert!(c.defaults.force_mock);
+    assert_eq!(c.retry.max_retries, 7);
+    assert!((c.retry.factor - 3.0).abs() < f64::EPSILON);
+    assert_eq!(c.server.api_keys.len(), 2);
+    assert_eq!(c.server.listen.port(), 0);
+
+    let err = load(None, &env(&[("LLM_MAX_RETRIES", "many"), ("LLM_PROVIDER", "nope")])).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert!(paths.contains(&"env LLM_MAX_RETRIES"));
+    assert!(paths.contains(&"defaults.provider"));
+}
+
+#[test]
+fn debug_output_redacts_secrets() {
+    let c = load(
+        None,
+        &env(&[("OPENAI_API_KEY", "sk-live-supersecret"), ("WEIR_API_KEYS", "gw-topsecret")]),
+    )
+    .unwrap();
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("supersecret"), "{dbg}");
+    assert!(!dbg.contains("topsecret"), "{dbg}");
+}

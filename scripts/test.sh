@@ -103,15 +103,19 @@ ensure_system_packages() {
     || die "apt-get install ${missing[*]} failed"
 }
 
+PY_ENV_READY=0
 ensure_python_env() {
+  [[ $PY_ENV_READY -eq 1 ]] && return 0
   have python3 || die "python3 not found: the SDK tests need Python 3.11+"
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' \
     || die "python3 is $(python3 -V 2>&1); the SDK tests need Python 3.9+ (3.11 recommended)"
   local stamp="$VENV/.requirements.sha256" want_hash
   want_hash="$(sha256sum "$PY_REQS" | cut -d' ' -f1)"
   if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want_hash" ]] \
-    && "$VENV/bin/python" -c 'import openai, anthropic, pytest, httpx' 2>/dev/null; then
+    && "$VENV/bin/python" -c 'import importlib.util as u, sys
+sys.exit(not all(u.find_spec(m) for m in ("openai", "anthropic", "pytest", "httpx")))' 2>/dev/null; then
     note "python venv up to date ($VENV)"
+    PY_ENV_READY=1
     return 0
   fi
   if [[ ! -x "$VENV/bin/python" ]]; then
@@ -127,6 +131,7 @@ ensure_python_env() {
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$PY_REQS" \
     || die "pip install -r $PY_REQS failed"
   echo "$want_hash" >"$stamp"
+  PY_ENV_READY=1
 }
 
 ensure_node_env() {

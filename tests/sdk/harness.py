@@ -19,6 +19,7 @@ import hashlib
 import http.server
 import json
 import os
+import signal
 import socket
 import socketserver
 import subprocess
@@ -343,6 +344,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, get SIGTERM when the test process dies, so a killed
+    test run leaves no gateway behind."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def weir_bin() -> Path:
     path = Path(os.environ.get("WEIR_BIN") or DEFAULT_BIN)
     if not path.is_file() or not os.access(path, os.X_OK):
@@ -431,6 +444,7 @@ class Gateway:
                     stderr=log,
                     env=env,
                     cwd=self.workdir,
+                    preexec_fn=_die_with_parent,
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -483,6 +497,10 @@ def node_gateway_config(key: str) -> dict[str, Any]:
     }
 
 
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _with_gateway(cmd: list[str]) -> int:
     if not cmd:
         print("harness: with-gateway needs a command after --", file=sys.stderr)
@@ -496,6 +514,8 @@ def _with_gateway(cmd: list[str]) -> int:
         print(f"harness: {e}", file=sys.stderr)
         return 1
     env = dict(os.environ, WEIR_URL=gw.url, WEIR_KEY=key)
+    # SIGTERM unwinds like Ctrl-C, so the gateway is stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = subprocess.call(cmd, env=env)
     finally:
@@ -518,7 +538,11 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.cmd == "with-gateway":
         cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
-        return _with_gateway(cmd)
+        try:
+            return _with_gateway(cmd)
+        except KeyboardInterrupt:
+            print("harness: interrupted; the gateway was stopped", file=sys.stderr)
+            return 130
     fake = FakeAnthropic().start()
     print(f"fake Anthropic upstream at {fake.url}/v1 (x-api-key: {FAKE_ANTHROPIC_KEY})", flush=True)
     try:

@@ -17,7 +17,9 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
             anyhow::bail!("no prompt: pass it as an argument (weir chat \"hello\") or on stdin");
         }
         let mut text = String::new();
-        stdin.read_to_string(&mut text).context("cannot read the prompt from stdin")?;
+        stdin
+            .read_to_string(&mut text)
+            .context("cannot read the prompt from stdin")?;
         text
     } else {
         args.prompt.join(" ")
@@ -25,7 +27,10 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
     if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let model = args.model.clone().unwrap_or_else(|| config.defaults.model.clone());
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| config.defaults.model.clone());
     let client = weir::Client::new(config)?;
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
@@ -95,10 +100,19 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
             writeln!(out, "{}", serde_json::to_string_pretty(&body)?)?;
         } else {
             let choice = done.response.choices.first();
-            let text = choice.and_then(|c| c.message.content.clone()).unwrap_or_default();
+            let text = choice
+                .and_then(|c| c.message.content.clone())
+                .unwrap_or_default();
             write!(out, "{text}")?;
-            for tc in choice.and_then(|c| c.message.tool_calls.clone()).unwrap_or_default() {
-                write!(out, "[tool call {}] {}", tc.function.name, tc.function.arguments)?;
+            for tc in choice
+                .and_then(|c| c.message.tool_calls.clone())
+                .unwrap_or_default()
+            {
+                write!(
+                    out,
+                    "[tool call {}] {}",
+                    tc.function.name, tc.function.arguments
+                )?;
             }
             if !text.ends_with('\n') {
                 writeln!(out)?;

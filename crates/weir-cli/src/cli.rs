@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about = "One fast, dependable door to LLM providers")]
+#[command(
+    name = "weir",
+    version,
+    about = "One fast, dependable door to LLM providers"
+)]
 pub struct Cli {
     /// Configuration file (YAML). Without one, weir runs on embedded defaults plus environment.
     #[arg(long, short = 'c', global = true, env = "WEIR_CONFIG")]

@@ -23,7 +23,10 @@ use cli::{Cli, Command, ConfigCommand};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -71,7 +74,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Check { file }) => {
             let path = file.or(cli.config);
             let config = load_config(path.as_deref())?;
-            let source = path.map_or_else(|| "embedded defaults".to_owned(), |p| p.display().to_string());
+            let source = path.map_or_else(
+                || "embedded defaults".to_owned(),
+                |p| p.display().to_string(),
+            );
             let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
             println!(
                 "{source}: OK ({} provider{}: {}; {} alias{})",
@@ -100,7 +106,9 @@ fn report(e: &anyhow::Error) -> ExitCode {
         || e.downcast_ref::<weir::Error>().is_some_and(|w| {
             matches!(
                 w.kind(),
-                weir::ErrorKind::Config | weir::ErrorKind::InvalidRequest | weir::ErrorKind::ModelNotFound
+                weir::ErrorKind::Config
+                    | weir::ErrorKind::InvalidRequest
+                    | weir::ErrorKind::ModelNotFound
             )
         });
     ExitCode::from(if usage_like { 2 } else { 1 })
@@ -122,7 +130,9 @@ fn init_tracing(cli: &Cli) {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {

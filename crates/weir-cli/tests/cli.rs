@@ -1,7 +1,7 @@
 //! The `weir` binary end to end: chat, streaming, stdin, JSON, models, config check, exit
 //! codes, an OpenAI-compatible upstream on loopback, and secrets kept out of all output.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -12,9 +12,19 @@ fn weir() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
     // A clean environment: no provider keys or overrides leak in from the machine.
     for var in [
-        "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "OPENAI_BASE_URL",
-        "ANTHROPIC_BASE_URL", "OPENROUTER_BASE_URL", "WEIR_CONFIG", "WEIR_LISTEN", "WEIR_API_KEYS",
-        "LLM_PROVIDER", "LLM_FORCE_MOCK", "LLM_MAX_RETRIES", "WEIR_LOG",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "OPENROUTER_API_KEY",
+        "OPENAI_BASE_URL",
+        "ANTHROPIC_BASE_URL",
+        "OPENROUTER_BASE_URL",
+        "WEIR_CONFIG",
+        "WEIR_LISTEN",
+        "WEIR_API_KEYS",
+        "LLM_PROVIDER",
+        "LLM_FORCE_MOCK",
+        "LLM_MAX_RETRIES",
+        "WEIR_LOG",
     ] {
         cmd.env_remove(var);
     }
@@ -42,7 +52,15 @@ fn chat_answers_from_the_mock() {
 
 #[test]
 fn chat_streams() {
-    let o = run(weir().args(["chat", "--model", "mock/echo", "--stream", "one", "two", "three"]));
+    let o = run(weir().args([
+        "chat",
+        "--model",
+        "mock/echo",
+        "--stream",
+        "one",
+        "two",
+        "three",
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "one two three\n");
 }
@@ -55,7 +73,12 @@ fn chat_reads_stdin() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success());
     assert_eq!(stdout(&o), "from stdin\n");
@@ -72,8 +95,14 @@ fn chat_json_has_usage_and_cost() {
     assert!(v["weir"].get("cost_usd").is_some());
 
     let o = run(weir().args(["chat", "--json", "--stream", "--model", "mock/echo", "a b"]));
-    let lines: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.last().unwrap()["weir"]["usage"]["completion_tokens"], 2);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.last().unwrap()["weir"]["usage"]["completion_tokens"],
+        2
+    );
 }
 
 #[test]
@@ -87,7 +116,11 @@ fn mock_flag_answers_offline_whatever_the_model() {
 fn unknown_model_is_a_usage_error() {
     let o = run(weir().args(["chat", "--model", "openai/gpt-4o", "x"]));
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no provider named `openai`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no provider named `openai`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -111,7 +144,11 @@ fn config_check_reports_every_problem() {
     assert!(stdout(&o).contains("OK"));
 
     let bad = dir.join("bad.yaml");
-    std::fs::write(&bad, "server:\n  listen: nowhere\nmodels:\n  fast: nope/x\nretry:\n  base_delay: soon\n").unwrap();
+    std::fs::write(
+        &bad,
+        "server:\n  listen: nowhere\nmodels:\n  fast: nope/x\nretry:\n  base_delay: soon\n",
+    )
+    .unwrap();
     let o = run(weir().args(["config", "check"]).arg(&bad));
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
@@ -131,7 +168,11 @@ impl Drop for Served {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `weir serve` as the "local OpenAI-compatible server" (it is one), so a second weir can
@@ -139,14 +180,18 @@ fn free_port() -> u16 {
 fn serve_upstream(extra_env: &[(&str, &str)]) -> (Served, u16) {
     let port = free_port();
     let mut cmd = weir();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]).stderr(Stdio::null());
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null());
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
     let child = Served(cmd.spawn().unwrap());
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "weir serve did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "weir serve did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     (child, port)
@@ -166,7 +211,14 @@ fn openai_compatible_provider_on_a_local_server() {
     let o = run(weir()
         .env("OPENAI_BASE_URL", &base)
         .env("OPENAI_API_KEY", "upstream-key")
-        .args(["chat", "--stream", "--model", "openai/mock/echo", "streamed", "too"]));
+        .args([
+            "chat",
+            "--stream",
+            "--model",
+            "openai/mock/echo",
+            "streamed",
+            "too",
+        ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "streamed too\n");
 }
@@ -198,11 +250,17 @@ fn api_keys_never_appear_in_output_or_logs() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-cli-test-{}-{}", std::process::id(), fastrand()));
+    let dir = std::env::temp_dir().join(format!(
+        "weir-cli-test-{}-{}",
+        std::process::id(),
+        fastrand()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 fn fastrand() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -81,7 +81,9 @@ impl ApiError {
     pub fn from_weir(err: &Error, flavor: Flavor) -> Self {
         let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
         let (kind, code) = match err {
-            Error::InvalidRequest { .. } | Error::Unsupported { .. } => ("invalid_request_error", None),
+            Error::InvalidRequest { .. } | Error::Unsupported { .. } => {
+                ("invalid_request_error", None)
+            }
             Error::Authentication { .. } => ("authentication_error", Some("invalid_api_key")),
             Error::Permission { .. } => ("permission_error", None),
             Error::ModelNotFound { .. } => ("not_found_error", Some("model_not_found")),
@@ -135,7 +137,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (self.status, self.body()).into_response();
         let headers = res.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

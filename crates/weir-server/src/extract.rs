@@ -25,34 +25,46 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         // An absent content type is accepted (curl -d sends form, some clients send none):
         // the body still has to be JSON.
         if !(mime.is_empty() || mime == "application/json" || mime.ends_with("+json")) {
             return Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "invalid_request_error",
-                format!("unsupported content type `{content_type}`: send the body as application/json"),
+                format!(
+                    "unsupported content type `{content_type}`: send the body as application/json"
+                ),
             )
             .flavor(flavor));
         }
         let limit = state.body_limit;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util_limit::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            if too_large {
-                ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    format!("request body is larger than the {limit}-byte limit (server.body_limit)"),
-                )
-                .with_code("request_too_large")
-                .flavor(flavor)
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}")).flavor(flavor)
-            }
-        })?;
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util_limit::LengthLimitError>())
+                    || e.to_string().contains("length limit");
+                if too_large {
+                    ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "invalid_request_error",
+                        format!(
+                            "request body is larger than the {limit}-byte limit (server.body_limit)"
+                        ),
+                    )
+                    .with_code("request_too_large")
+                    .flavor(flavor)
+                } else {
+                    ApiError::bad_request(format!("could not read the request body: {e}"))
+                        .flavor(flavor)
+                }
+            })?;
         parse(&bytes, flavor).map(JsonBody)
     }
 }
@@ -60,7 +72,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 /// Parse with a precise message: where the problem is and what was expected.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("the request body is empty: send a JSON object").flavor(flavor));
+        return Err(
+            ApiError::bad_request("the request body is empty: send a JSON object").flavor(flavor),
+        );
     }
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err(ApiError::bad_request(format!(

@@ -61,12 +61,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::get))
         .route("/v1/messages", post(routes::messages::create))
-        .route("/v1/messages/count_tokens", post(routes::messages::count_tokens))
+        .route(
+            "/v1/messages/count_tokens",
+            post(routes::messages::count_tokens),
+        )
         .route("/health", get(routes::ops::health))
         .route("/ready", get(routes::ops::ready))
         .route("/status", get(routes::ops::status))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::auth))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::auth,
+        ))
         .layer(axum::middleware::from_fn(middleware::access_log))
         .layer(axum::middleware::from_fn(middleware::request_id))
         .layer(CatchPanicLayer::custom(on_panic))
@@ -105,7 +111,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.listener.local_addr().ok()).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,8 +134,14 @@ impl Server {
         weir::tokens::warm_up();
         let client = weir::Client::new(config)?;
         let state = AppState::new(client);
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-        Ok(Self { listener, state, grace })
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            state,
+            grace,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -136,7 +150,10 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests and
     /// streams up to the grace period to finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let app = router(self.state.clone());
         let token = CancellationToken::new();
         let stop = token.clone();
@@ -150,10 +167,14 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let graceful = token.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await });
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { graceful.cancelled().await });
         let deadline = async {
             token.cancelled().await;
-            tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: finishing in-flight requests");
+            tracing::info!(
+                grace_secs = grace.as_secs_f64(),
+                "shutting down: finishing in-flight requests"
+            );
             tokio::time::sleep(grace).await;
         };
         tokio::select! {
@@ -169,7 +190,14 @@ pub async fn serve(config: weir::Config) -> Result<(), ServeError> {
     let auth = !config.server.api_keys.is_empty();
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
-    let providers: Vec<String> = server.state.client.config().providers.iter().map(|p| p.name.clone()).collect();
+    let providers: Vec<String> = server
+        .state
+        .client
+        .config()
+        .providers
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     tracing::info!(
         %addr,
         providers = %providers.join(","),

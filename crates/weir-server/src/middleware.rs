@@ -52,9 +52,17 @@ pub async fn access_log(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let res = next.run(req).await;
-    let served = res.extensions().get::<Served>().cloned().unwrap_or_default();
+    let served = res
+        .extensions()
+        .get::<Served>()
+        .cloned()
+        .unwrap_or_default();
     if !served.logs_itself {
         tracing::info!(
             request_id = %id,
@@ -84,9 +92,15 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
-    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     let presented = bearer.or(api_key);
     match presented {
         Some(k) if state.key_matches(k) => next.run(req).await,

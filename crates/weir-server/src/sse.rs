@@ -78,7 +78,10 @@ where
             .as_ref()
             .and_then(|s| s.get())
             .and_then(|s| s.usage.as_ref())
-            .map_or_else(|| self.framer.tokens(), |u| (u.prompt_tokens, u.completion_tokens));
+            .map_or_else(
+                || self.framer.tokens(),
+                |u| (u.prompt_tokens, u.completion_tokens),
+            );
         tracing::info!(
             request_id = %self.log.request_id,
             method = "POST",
@@ -107,8 +110,16 @@ where
         match this.state {
             State::Done => Poll::Ready(None),
             State::Finished | State::Failed => {
-                let outcome = if this.state == State::Failed { "failed" } else { "completed" };
-                let tail = if this.state == State::Finished { this.framer.done() } else { None };
+                let outcome = if this.state == State::Failed {
+                    "failed"
+                } else {
+                    "completed"
+                };
+                let tail = if this.state == State::Finished {
+                    this.framer.done()
+                } else {
+                    None
+                };
                 this.state = State::Done;
                 this.log_end(outcome);
                 Poll::Ready(tail.map(Ok))
@@ -154,7 +165,10 @@ impl<S, F> Drop for SseBody<S, F> {
 pub fn response(body: BoxStream<'static, Result<Bytes, std::convert::Infallible>>) -> Response {
     let mut res = Response::new(Body::from_stream(body));
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));

@@ -1,7 +1,7 @@
 //! A corpus of malformed requests: each gets the right 4xx in the route's error shape, and the
 //! server stays healthy.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -17,7 +17,13 @@ struct Case {
     mention: &'static str,
 }
 
-fn case(name: &'static str, path: &'static str, body: &[u8], status: u16, mention: &'static str) -> Case {
+fn case(
+    name: &'static str,
+    path: &'static str,
+    body: &[u8],
+    status: u16,
+    mention: &'static str,
+) -> Case {
     Case {
         name,
         path,
@@ -55,7 +61,13 @@ async fn malformed_requests_get_4xx_in_the_route_shape() {
     ];
     cases.push(Case {
         content_type: Some("text/plain"),
-        ..case("wrong content type", chat, br#"{"model":"mock/echo","messages":[{"role":"user","content":"x"}]}"#, 415, "content type")
+        ..case(
+            "wrong content type",
+            chat,
+            br#"{"model":"mock/echo","messages":[{"role":"user","content":"x"}]}"#,
+            415,
+            "content type",
+        )
     });
     for c in cases {
         let mut req = gw.post(c.path).body(c.body.clone());
@@ -66,13 +78,18 @@ async fn malformed_requests_get_4xx_in_the_route_shape() {
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
         assert_eq!(status, c.status, "{}: {text}", c.name);
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{}: not JSON: {text}", c.name));
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{}: not JSON: {text}", c.name));
         let message = if c.path == msgs {
             assert_eq!(v["type"], "error", "{}: {text}", c.name);
             v["error"]["message"].as_str().unwrap().to_owned()
         } else {
             for field in ["message", "type", "param", "code"] {
-                assert!(v["error"].get(field).is_some(), "{}: missing error.{field}: {text}", c.name);
+                assert!(
+                    v["error"].get(field).is_some(),
+                    "{}: missing error.{field}: {text}",
+                    c.name
+                );
             }
             v["error"]["message"].as_str().unwrap().to_owned()
         };

@@ -1,6 +1,6 @@
 //! The gateway end to end on a loopback port: routes, headers, auth, streams, shutdown.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -33,8 +33,18 @@ async fn chat_completion_with_metadata_headers() {
     assert_eq!(body["usage"]["completion_tokens"], 2);
 
     // A request id is generated when the client sends none.
-    let res = gw.post("/v1/chat/completions").json(&chat_body("mock/echo", "x")).send().await.unwrap();
-    assert!(res.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&chat_body("mock/echo", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
 }
 
 #[tokio::test]
@@ -42,7 +52,12 @@ async fn streaming_ends_with_done_and_honours_include_usage() {
     let gw = Gateway::start("").await;
     let mut body = chat_body("mock/echo", "one two three");
     body["stream"] = json!(true);
-    let res = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let text = res.text().await.unwrap();
@@ -57,18 +72,41 @@ async fn streaming_ends_with_done_and_honours_include_usage() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(content, "one two three");
-    assert!(chunks.iter().all(|c| c.get("usage").is_none()), "no usage unless asked");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "no usage unless asked"
+    );
 
     body["stream_options"] = json!({"include_usage": true});
-    let text = gw.post("/v1/chat/completions").json(&body).send().await.unwrap().text().await.unwrap();
+    let text = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let events = sse_events(&text);
     let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 3);
 
     // The totals count streams.
-    let status: Value = gw.get("/status").send().await.unwrap().json().await.unwrap();
-    let m = status["models"].as_array().unwrap().iter().find(|m| m["model"] == "mock/echo").unwrap();
+    let status: Value = gw
+        .get("/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "mock/echo")
+        .unwrap();
     assert_eq!(m["calls"], 2);
     assert_eq!(m["completion_tokens"], 6);
 }
@@ -79,10 +117,24 @@ async fn mid_stream_failure_ends_with_an_error_event() {
     let mut body = chat_body("mock/echo", "a b c d e f");
     body["stream"] = json!(true);
     body["mock"] = json!({"cut_after": 3});
-    let text = gw.post("/v1/chat/completions").json(&body).send().await.unwrap().text().await.unwrap();
+    let text = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let events = sse_events(&text);
     let last: Value = serde_json::from_str(&events.last().unwrap().1).unwrap();
-    assert!(last["error"]["message"].as_str().unwrap().contains("interrupted"), "{last}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted"),
+        "{last}"
+    );
     assert!(!text.contains("[DONE]"));
 }
 
@@ -91,7 +143,12 @@ async fn upstream_errors_keep_status_and_retry_after() {
     let gw = Gateway::start("retry:\n  max_retries: 0\n").await;
     let mut body = chat_body("mock/echo", "x");
     body["mock"] = json!({"status": 429, "retry_after": 7});
-    let res = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["retry-after"], "7");
     assert_eq!(res.headers()["retry-after-ms"], "7000");
@@ -100,7 +157,12 @@ async fn upstream_errors_keep_status_and_retry_after() {
     assert!(err["error"].get("param").is_some() && err["error"].get("code").is_some());
 
     body["mock"] = json!({"status": 503});
-    let res = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
 }
 
@@ -108,15 +170,38 @@ async fn upstream_errors_keep_status_and_retry_after() {
 async fn gateway_keys_are_required_when_configured() {
     let gw = Gateway::start("  api_keys: [\"k-one\", \"k-two\"]\n").await;
     let body = chat_body("mock/echo", "x");
-    let res = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let err: Value = res.json().await.unwrap();
     assert_eq!(err["error"]["code"], "invalid_api_key");
-    let res = gw.post("/v1/chat/completions").bearer_auth("k-wrong").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("k-wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
-    let res = gw.post("/v1/chat/completions").bearer_auth("k-two").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("k-two")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    let res = gw.post("/v1/chat/completions").header("x-api-key", "k-one").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .header("x-api-key", "k-one")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     // Anthropic's shape on /v1/messages.
     let res = gw
@@ -136,10 +221,32 @@ async fn gateway_keys_are_required_when_configured() {
 #[tokio::test]
 async fn models_list_and_get_with_slashes() {
     let gw = Gateway::start("models:\n  fast: mock/lorem\n").await;
-    let list: Value = gw.get("/v1/models").send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"mock/echo") && ids.contains(&"fast"), "{ids:?}");
-    let one: Value = gw.get("/v1/models/mock/echo").send().await.unwrap().json().await.unwrap();
+    let list: Value = gw
+        .get("/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"mock/echo") && ids.contains(&"fast"),
+        "{ids:?}"
+    );
+    let one: Value = gw
+        .get("/v1/models/mock/echo")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(one["id"], "mock/echo");
     let res = gw.get("/v1/models/nope/nothing").send().await.unwrap();
     assert_eq!(res.status(), 404);
@@ -166,8 +273,10 @@ async fn messages_translated_from_mock() {
     let gw = Gateway::start("").await;
     let res = gw
         .post("/v1/messages")
-        .json(&json!({"model": "mock/echo", "max_tokens": 50, "system": "be nice",
-                      "messages": [{"role": "user", "content": "hi claude"}]}))
+        .json(
+            &json!({"model": "mock/echo", "max_tokens": 50, "system": "be nice",
+                      "messages": [{"role": "user", "content": "hi claude"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -186,9 +295,11 @@ async fn messages_stream_in_anthropic_order() {
     let gw = Gateway::start("").await;
     let text = gw
         .post("/v1/messages")
-        .json(&json!({"model": "mock/echo", "max_tokens": 50, "stream": true,
+        .json(
+            &json!({"model": "mock/echo", "max_tokens": 50, "stream": true,
                       "mock": {"reasoning": "let me think"},
-                      "messages": [{"role": "user", "content": "hello there"}]}))
+                      "messages": [{"role": "user", "content": "hello there"}]}),
+        )
         .send()
         .await
         .unwrap()
@@ -196,9 +307,15 @@ async fn messages_stream_in_anthropic_order() {
         .await
         .unwrap();
     let events = sse_events(&text);
-    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_deref().unwrap_or("")).collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e.as_deref().unwrap_or(""))
+        .collect();
     assert_eq!(names.first(), Some(&"message_start"));
-    assert_eq!(&names[names.len() - 2..], &["message_delta", "message_stop"]);
+    assert_eq!(
+        &names[names.len() - 2..],
+        &["message_delta", "message_stop"]
+    );
     // Blocks open and close in order, one at a time.
     let mut open: Option<u64> = None;
     let mut kinds = Vec::new();
@@ -244,12 +361,23 @@ async fn graceful_shutdown_lets_streams_finish() {
     let mut gw = Gateway::start("  shutdown_grace: 10s\nmock:\n  inter_token_delay: 20ms\n").await;
     let mut body = chat_body("mock/echo", "a b c d e f g h i j");
     body["stream"] = json!(true);
-    let res = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let task = gw.shutdown();
     let text = res.text().await.unwrap();
-    assert!(text.ends_with("data: [DONE]\n\n"), "stream finished despite shutdown: {text}");
-    tokio::time::timeout(std::time::Duration::from_secs(5), task).await.unwrap().unwrap();
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "stream finished despite shutdown: {text}"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
     // New connections are refused.
     assert!(gw.get("/health").send().await.is_err());
 }
@@ -260,13 +388,25 @@ async fn client_disconnect_is_still_accounted() {
     let mut body = chat_body("mock/lorem", "x");
     body["stream"] = json!(true);
     body["max_tokens"] = json!(200);
-    let mut res = gw.post("/v1/chat/completions").json(&body).send().await.unwrap();
+    let mut res = gw
+        .post("/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let _first = res.chunk().await.unwrap();
     drop(res);
     // Accounting runs when the server notices the disconnect and drops the stream.
     let mut calls = 0;
     for _ in 0..100 {
-        let status: Value = gw.get("/status").send().await.unwrap().json().await.unwrap();
+        let status: Value = gw
+            .get("/status")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         calls = status["models"]
             .as_array()
             .unwrap()

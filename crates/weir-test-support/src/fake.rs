@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -281,6 +282,8 @@ struct Script {
 
 struct Shared {
     script: Mutex<Script>,
+    /// TCP connections accepted, to assert that clients reuse pooled connections.
+    connections: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -314,6 +317,7 @@ impl FakeUpstream {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             script: Mutex::new(Script::default()),
+            connections: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             shutdown: shutdown_rx,
         });
@@ -321,7 +325,9 @@ impl FakeUpstream {
             .fallback(handle)
             .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
             .with_state(shared.clone());
-        let listener = listener.tap_io(|tcp| {
+        let counter = shared.clone();
+        let listener = listener.tap_io(move |tcp| {
+            counter.connections.fetch_add(1, Ordering::Relaxed);
             // Each scripted write must leave as its own segment, or chunk boundaries vanish.
             let _ = tcp.set_nodelay(true);
         });
@@ -382,6 +388,11 @@ impl FakeUpstream {
 
     pub fn request_count(&self) -> usize {
         lock(&self.shared.requests).len()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 }
 

@@ -303,7 +303,13 @@ mod tests {
 
     #[test]
     fn classifies_upstream_statuses() {
-        let e = Error::from_upstream("openai", 429, None, b"slow down", Some(Duration::from_secs(2)));
+        let e = Error::from_upstream(
+            "openai",
+            429,
+            None,
+            b"slow down",
+            Some(Duration::from_secs(2)),
+        );
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));

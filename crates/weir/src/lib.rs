@@ -44,8 +44,8 @@ pub mod provider;
 pub mod tokens;
 
 pub use client::{
-    BlockingClient, CallOptions, ChatStream, Client, ClientBuilder, Completion,
-    EmbeddingsOutcome, ResponseMeta, Status,
+    BlockingClient, CallOptions, ChatStream, Client, ClientBuilder, Completion, EmbeddingsOutcome,
+    ResponseMeta, Status,
 };
 pub use config::{Config, ConfigError};
 pub use error::{Error, ErrorKind, Result};

@@ -128,7 +128,11 @@ impl PricingTable {
     /// The price of a model served by `provider` as `upstream_model`.
     pub fn lookup(&self, provider: &str, upstream_model: &str) -> Option<&ModelPrice> {
         let full = format!("{provider}/{upstream_model}");
-        if let Some(p) = self.prices.get(&full).or_else(|| self.prices.get(upstream_model)) {
+        if let Some(p) = self
+            .prices
+            .get(&full)
+            .or_else(|| self.prices.get(upstream_model))
+        {
             return Some(p);
         }
         let bare = upstream_model
@@ -217,6 +221,9 @@ mod tests {
                 cache_write: None,
             },
         );
-        assert_eq!(t.cost("local", "llama3", &Usage::new(1_000_000, 0)), Some(d("0.1")));
+        assert_eq!(
+            t.cost("local", "llama3", &Usage::new(1_000_000, 0)),
+            Some(d("0.1"))
+        );
     }
 }

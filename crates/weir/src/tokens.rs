@@ -18,7 +18,9 @@ const PER_MESSAGE_OVERHEAD: u64 = 3;
 
 fn encoder() -> Option<&'static CoreBPE> {
     static ENCODER: OnceLock<Option<CoreBPE>> = OnceLock::new();
-    ENCODER.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+    ENCODER
+        .get_or_init(|| tiktoken_rs::o200k_base().ok())
+        .as_ref()
 }
 
 /// Build the encoder now, so the first request does not pay for it.

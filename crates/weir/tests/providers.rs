@@ -250,7 +250,13 @@ async fn malformed_chunk_is_an_error_item(d: Dialect) {
         "chunks before the bad one arrive"
     );
     let e = err.expect("an error item");
-    assert!(matches!(e, Error::StreamInterrupted { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::StreamInterrupted { .. } | Error::InvalidResponse { .. }
+        ),
+        "{e:?}"
+    );
 }
 
 async fn error_event_mid_stream(d: Dialect) {
@@ -550,6 +556,29 @@ async fn lists_models(d: Dialect) {
     }
 }
 
+async fn pooled_connection_is_reused(d: Dialect) {
+    let fake = FakeUpstream::start().await.unwrap();
+    fake.push(Reply::json(d.chat_body("one")));
+    fake.push(Reply::sse(d.text_stream(&["two"])));
+    fake.push(Reply::sse(d.text_stream(&["three"])));
+    fake.push(Reply::json(d.chat_body("four")));
+    let p = d.provider(&fake);
+    p.chat(&request("hi"), &ctx()).await.unwrap();
+    for _ in 0..2 {
+        let s = p.chat_stream(&request("hi"), &ctx()).await.unwrap();
+        let (_, err) = collect(s.stream).await;
+        assert!(err.is_none());
+        // The end of the body is read in the background; give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    p.chat(&request("hi"), &ctx()).await.unwrap();
+    assert_eq!(
+        fake.connections(),
+        1,
+        "one keep-alive connection for all four calls"
+    );
+}
+
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod openai_adapter {
@@ -592,6 +621,7 @@ conformance!(
     json_answer_to_a_stream_request,
     malformed_success_body,
     lists_models,
+    pooled_connection_is_reused,
 );
 
 // --- adapter-specific ------------------------------------------------------------------------

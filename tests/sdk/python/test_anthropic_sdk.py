@@ -330,6 +330,7 @@ def test_translated_stream_assembles_like_native(ant: anthropic.Anthropic, scena
             final = s.get_final_message()
         finals[model] = normalize(final)
         assert final.usage.output_tokens > 0, f"{model}: no output usage"
+        assert final.usage.input_tokens > 0, f"{model}: no input usage in the assembled message"
         # The streamed message must equal the complete one from the same backend.
         whole = ant.messages.create(**request(model, sc["text"], tools=tools, thinking=sc["thinking"]))
         assert normalize(whole) == finals[model], f"{model}: streamed and complete answers differ"

@@ -251,8 +251,9 @@ def test_gateway_serves_after_the_corpus(http: httpx.Client) -> None:
 EARLY_REJECTIONS = [
     ("415-content-type", "/v1/chat/completions", f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: text/plain"),
     ("401-bad-key", "/v1/chat/completions", "Authorization: Bearer nope\r\nContent-Type: application/json"),
-    ("404-route", "/v1/nope", f"Authorization: Bearer {GATEWAY_KEY}\r\nContent-Type: application/json"),
 ]
+# (An unknown route's 404 shows the same drop, but only intermittently: hyper sometimes drains
+# the late body. The two above fail every time while the bug is there.)
 
 
 @pytest.mark.parametrize(("name", "path", "headers"), EARLY_REJECTIONS, ids=[e[0] for e in EARLY_REJECTIONS])

@@ -101,7 +101,10 @@ impl Framer for ChunkFramer {
                     self.prompt_tokens = u.prompt_tokens;
                     self.completion_tokens = u.completion_tokens;
                 }
-                (sse::data_frame(&serde_json::to_vec(&chunk).unwrap_or_default()), false)
+                (
+                    sse::data_frame(&serde_json::to_vec(&chunk).unwrap_or_default()),
+                    false,
+                )
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stream failed mid-way");

@@ -86,12 +86,17 @@ pub async fn create(
 
 /// Counts locally with the o200k tokenizer: exact for OpenAI models, a close estimate for
 /// Claude (whose tokenizer is not public); documented as such.
-pub async fn count_tokens(State(state): State<AppState>, JsonBody(req): JsonBody<MessagesRequest>) -> Response {
+pub async fn count_tokens(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<MessagesRequest>,
+) -> Response {
     if let Err(e) = state.client.resolve(&req.model) {
         return ApiError::from_weir(&e, Flavor::Anthropic).into_response();
     }
     match weir::messages::to_chat_request(&req) {
-        Ok(chat) => json_response(&json!({ "input_tokens": weir::tokens::count_request_tokens(&chat) })),
+        Ok(chat) => {
+            json_response(&json!({ "input_tokens": weir::tokens::count_request_tokens(&chat) }))
+        }
         Err(e) => ApiError::from_weir(&e, Flavor::Anthropic).into_response(),
     }
 }

@@ -18,8 +18,10 @@ pub fn json_response<T: Serialize>(body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => {
             let mut res = (StatusCode::OK, bytes).into_response();
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             res
         }
         Err(e) => crate::error::ApiError::new(
@@ -45,8 +47,14 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     put("x-weir-provider", meta.provider.clone());
     put("x-weir-upstream-model", meta.upstream_model.clone());
     put("x-weir-attempts", meta.attempts.to_string());
-    put("x-weir-upstream-ms", format!("{:.3}", meta.latency.as_secs_f64() * 1000.0));
-    put("x-weir-processing-ms", format!("{:.3}", own.as_secs_f64() * 1000.0));
+    put(
+        "x-weir-upstream-ms",
+        format!("{:.3}", meta.latency.as_secs_f64() * 1000.0),
+    );
+    put(
+        "x-weir-processing-ms",
+        format!("{:.3}", own.as_secs_f64() * 1000.0),
+    );
     if let Some(cost) = meta.cost_usd {
         put("x-weir-cost-usd", cost.normalize().to_string());
     }

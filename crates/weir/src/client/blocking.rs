@@ -63,15 +63,23 @@ impl BlockingClient {
     }
 
     /// A streamed completion as an iterator of chunks.
-    pub fn chat_stream(&self, req: ChatRequest) -> Result<impl Iterator<Item = Result<ChatChunk>> + '_> {
+    pub fn chat_stream(
+        &self,
+        req: ChatRequest,
+    ) -> Result<impl Iterator<Item = Result<ChatChunk>> + '_> {
         let mut stream = self.runtime.block_on(self.client.chat_stream(req))?;
         Ok(std::iter::from_fn(move || {
             self.runtime.block_on(futures::StreamExt::next(&mut stream))
         }))
     }
 
-    pub fn batch(&self, requests: Vec<ChatRequest>, max_concurrency: usize) -> Vec<Result<Completion>> {
-        self.runtime.block_on(self.client.batch(requests, max_concurrency))
+    pub fn batch(
+        &self,
+        requests: Vec<ChatRequest>,
+        max_concurrency: usize,
+    ) -> Vec<Result<Completion>> {
+        self.runtime
+            .block_on(self.client.batch(requests, max_concurrency))
     }
 
     pub fn embed(&self, req: EmbeddingsRequest) -> Result<EmbeddingsOutcome> {

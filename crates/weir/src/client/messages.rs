@@ -36,7 +36,11 @@ impl Client {
         self.messages_with(req, &CallOptions::default()).await
     }
 
-    pub async fn messages_with(&self, mut req: MessagesRequest, opts: &CallOptions) -> Result<MessagesOutcome> {
+    pub async fn messages_with(
+        &self,
+        mut req: MessagesRequest,
+        opts: &CallOptions,
+    ) -> Result<MessagesOutcome> {
         let route = self.resolve(&req.model)?;
         let reg = self.registered(&route)?;
         if !reg.provider.speaks_anthropic_messages() {
@@ -45,7 +49,10 @@ impl Client {
             chat.stream = None;
             let done = self.chat_with(chat, opts).await?;
             let response = to_messages_response(&done.response, &requested);
-            return Ok(MessagesOutcome { response, meta: done.meta });
+            return Ok(MessagesOutcome {
+                response,
+                meta: done.meta,
+            });
         }
         let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
         req.stream = None;
@@ -61,17 +68,36 @@ impl Client {
             })
             .await?;
         let usage = usage_to_canonical(&up.body.usage);
-        let meta = self.meta(requested_model, &route, opts, started, attempts, Some(usage), key_id, up.meta.rate_limit);
-        self.inner.stats.record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
-        Ok(MessagesOutcome { response: up.body, meta })
+        let meta = self.meta(
+            requested_model,
+            &route,
+            opts,
+            started,
+            attempts,
+            Some(usage),
+            key_id,
+            up.meta.rate_limit,
+        );
+        self.inner
+            .stats
+            .record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
+        Ok(MessagesOutcome {
+            response: up.body,
+            meta,
+        })
     }
 
     /// A streamed Messages API call, as Anthropic's events in Anthropic's order.
     pub async fn messages_stream(&self, req: MessagesRequest) -> Result<MessagesStream> {
-        self.messages_stream_with(req, &CallOptions::default()).await
+        self.messages_stream_with(req, &CallOptions::default())
+            .await
     }
 
-    pub async fn messages_stream_with(&self, mut req: MessagesRequest, opts: &CallOptions) -> Result<MessagesStream> {
+    pub async fn messages_stream_with(
+        &self,
+        mut req: MessagesRequest,
+        opts: &CallOptions,
+    ) -> Result<MessagesStream> {
         let route = self.resolve(&req.model)?;
         let reg = self.registered(&route)?;
         if !reg.provider.speaks_anthropic_messages() {
@@ -79,7 +105,10 @@ impl Client {
             let mut chat = translated(&req)?;
             chat.stream = Some(true);
             // The translator needs the usage chunk for message_delta's usage.
-            chat.stream_options = Some(StreamOptions { include_usage: Some(true), extra: Default::default() });
+            chat.stream_options = Some(StreamOptions {
+                include_usage: Some(true),
+                extra: Default::default(),
+            });
             let chunks = self.chat_stream_with(chat, opts).await?;
             let meta = chunks.meta().clone();
             let summary = chunks.summary_handle();
@@ -95,7 +124,8 @@ impl Client {
                 let (mut chunks, mut tr) = state?;
                 match chunks.next().await {
                     Some(Ok(chunk)) => {
-                        let evs: Vec<Result<StreamEvent>> = tr.on_chunk(&chunk).into_iter().map(Ok).collect();
+                        let evs: Vec<Result<StreamEvent>> =
+                            tr.on_chunk(&chunk).into_iter().map(Ok).collect();
                         Some((evs, Some((chunks, tr))))
                     }
                     Some(Err(e)) => Some((vec![Err(e)], None)),
@@ -124,7 +154,16 @@ impl Client {
                 reg.provider.messages_stream(req, &ctx).await
             })
             .await?;
-        let meta = self.meta(requested_model, &route, opts, started, attempts, None, key_id, up.meta.rate_limit.clone());
+        let meta = self.meta(
+            requested_model,
+            &route,
+            opts,
+            started,
+            attempts,
+            None,
+            key_id,
+            up.meta.rate_limit.clone(),
+        );
         let summary = Arc::new(OnceLock::new());
         Ok(MessagesStream {
             inner: bound_by_deadline(up.stream, &route, started, deadline),
@@ -168,7 +207,9 @@ pub struct MessagesStream {
 
 impl std::fmt::Debug for MessagesStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessagesStream").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("MessagesStream")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -189,7 +230,9 @@ impl MessagesStream {
         }
         t.settled = true;
         let usage = t.usage.take();
-        let cost = t.client.record_stream_end(&t.route, usage.as_ref(), !completed && usage.is_none());
+        let cost =
+            t.client
+                .record_stream_end(&t.route, usage.as_ref(), !completed && usage.is_none());
         let _ = self.summary.set(StreamSummary {
             usage,
             usage_estimated: false,

@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use std::future::Future;
 use rust_decimal::Decimal;
 use serde::Serialize;
+use std::future::Future;
 use tokio::time::Instant;
 use weir_types::chat::{ChatRequest, ChatResponse, Usage};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
@@ -168,7 +168,9 @@ impl ClientBuilder {
         let mut providers = HashMap::new();
         for pc in &config.providers {
             let provider: SharedProvider = match pc.kind {
-                ProviderKind::Mock => Arc::new(MockProvider::new(pc.name.clone(), config.mock.clone())),
+                ProviderKind::Mock => {
+                    Arc::new(MockProvider::new(pc.name.clone(), config.mock.clone()))
+                }
                 ProviderKind::OpenAi => Arc::new(OpenAiProvider::new(pc)?),
                 ProviderKind::Anthropic => {
                     Arc::new(AnthropicProvider::new(pc, config.defaults.max_tokens)?)
@@ -236,18 +238,31 @@ impl Client {
 
     /// Where a model name would be sent.
     pub fn resolve(&self, model: &str) -> Result<Route> {
-        let model = if model.is_empty() { &self.inner.config.defaults.model } else { model };
+        let model = if model.is_empty() {
+            &self.inner.config.defaults.model
+        } else {
+            model
+        };
         route::resolve(&self.inner.config, model)
     }
 
     fn registered(&self, route: &Route) -> Result<&Registered> {
-        self.inner.providers.get(&route.provider).ok_or_else(|| Error::ModelNotFound {
-            model: route.qualified(),
-            hint: format!("provider `{}` is not configured", route.provider),
-        })
+        self.inner
+            .providers
+            .get(&route.provider)
+            .ok_or_else(|| Error::ModelNotFound {
+                model: route.qualified(),
+                hint: format!("provider `{}` is not configured", route.provider),
+            })
     }
 
-    fn context(&self, route: &Route, reg: &Registered, opts: &CallOptions, deadline: Instant) -> (CallContext, Option<String>) {
+    fn context(
+        &self,
+        route: &Route,
+        reg: &Registered,
+        opts: &CallOptions,
+        deadline: Instant,
+    ) -> (CallContext, Option<String>) {
         let key = reg.keys.next();
         let ctx = CallContext {
             upstream_model: route.upstream_model.clone(),
@@ -259,11 +274,19 @@ impl Client {
     }
 
     fn deadline(&self, opts: &CallOptions) -> Instant {
-        Instant::now() + opts.timeout.unwrap_or(self.inner.config.defaults.request_timeout)
+        Instant::now()
+            + opts
+                .timeout
+                .unwrap_or(self.inner.config.defaults.request_timeout)
     }
 
     fn price(&self, route: &Route, usage: Option<&Usage>) -> Option<Decimal> {
-        usage.and_then(|u| self.inner.config.pricing.cost(&route.provider, &route.upstream_model, u))
+        usage.and_then(|u| {
+            self.inner
+                .config
+                .pricing
+                .cost(&route.provider, &route.upstream_model, u)
+        })
     }
 
     /// Call the provider until success, a permanent error, no retries left, or the deadline.
@@ -293,7 +316,8 @@ impl Client {
             };
             match result {
                 Ok(answer) => {
-                    reg.keys.observe(key_id.as_deref(), answer.upstream_meta().rate_limit.clone());
+                    reg.keys
+                        .observe(key_id.as_deref(), answer.upstream_meta().rate_limit.clone());
                     return Ok((answer, attempts, key_id));
                 }
                 Err(e) => {
@@ -362,9 +386,23 @@ impl Client {
             })
             .await?;
         let usage = up.body.usage.clone();
-        let meta = self.meta(requested_model, &route, opts, started, attempts, usage, key_id, up.meta.rate_limit);
-        self.inner.stats.record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
-        Ok(Completion { response: up.body, meta })
+        let meta = self.meta(
+            requested_model,
+            &route,
+            opts,
+            started,
+            attempts,
+            usage,
+            key_id,
+            up.meta.rate_limit,
+        );
+        self.inner
+            .stats
+            .record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
+        Ok(Completion {
+            response: up.body,
+            meta,
+        })
     }
 
     /// A streamed chat completion. Returns once the upstream has answered, so errors before
@@ -373,7 +411,11 @@ impl Client {
         self.chat_stream_with(req, &CallOptions::default()).await
     }
 
-    pub async fn chat_stream_with(&self, mut req: ChatRequest, opts: &CallOptions) -> Result<ChatStream> {
+    pub async fn chat_stream_with(
+        &self,
+        mut req: ChatRequest,
+        opts: &CallOptions,
+    ) -> Result<ChatStream> {
         validate_chat(&req)?;
         let route = self.resolve(&req.model)?;
         let reg = self.registered(&route)?;
@@ -389,7 +431,16 @@ impl Client {
                 reg.provider.chat_stream(req, &ctx).await
             })
             .await?;
-        let meta = self.meta(requested_model, &route, opts, started, attempts, None, key_id, upstream.meta.rate_limit.clone());
+        let meta = self.meta(
+            requested_model,
+            &route,
+            opts,
+            started,
+            attempts,
+            None,
+            key_id,
+            upstream.meta.rate_limit.clone(),
+        );
         let stream = bound_by_deadline(upstream.stream, &route, started, deadline);
         Ok(ChatStream::new(
             stream,
@@ -405,7 +456,11 @@ impl Client {
 
     /// Run many requests with at most `max_concurrency` in flight. Results come back in input
     /// order, one per request; a failure affects only its own slot.
-    pub async fn batch(&self, requests: Vec<ChatRequest>, max_concurrency: usize) -> Vec<Result<Completion>> {
+    pub async fn batch(
+        &self,
+        requests: Vec<ChatRequest>,
+        max_concurrency: usize,
+    ) -> Vec<Result<Completion>> {
         futures::stream::iter(requests)
             .map(|r| self.chat(r))
             .buffered(max_concurrency.max(1))
@@ -418,7 +473,11 @@ impl Client {
         self.embed_with(req, &CallOptions::default()).await
     }
 
-    pub async fn embed_with(&self, mut req: EmbeddingsRequest, opts: &CallOptions) -> Result<EmbeddingsOutcome> {
+    pub async fn embed_with(
+        &self,
+        mut req: EmbeddingsRequest,
+        opts: &CallOptions,
+    ) -> Result<EmbeddingsOutcome> {
         let route = self.resolve(&req.model)?;
         let reg = self.registered(&route)?;
         let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
@@ -431,9 +490,23 @@ impl Client {
             })
             .await?;
         let usage = Usage::new(up.body.usage.prompt_tokens, 0);
-        let meta = self.meta(requested_model, &route, opts, started, attempts, Some(usage), key_id, up.meta.rate_limit);
-        self.inner.stats.record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
-        Ok(EmbeddingsOutcome { response: up.body, meta })
+        let meta = self.meta(
+            requested_model,
+            &route,
+            opts,
+            started,
+            attempts,
+            Some(usage),
+            key_id,
+            up.meta.rate_limit,
+        );
+        self.inner
+            .stats
+            .record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
+        Ok(EmbeddingsOutcome {
+            response: up.body,
+            meta,
+        })
     }
 
     /// The configured models (`provider/model` for each provider's `models` list) and aliases.
@@ -462,7 +535,10 @@ impl Client {
 
     /// Ask one provider which models it offers upstream.
     pub async fn upstream_models(&self, provider: &str) -> Result<Vec<Model>> {
-        let route = Route { provider: provider.to_owned(), upstream_model: String::new() };
+        let route = Route {
+            provider: provider.to_owned(),
+            upstream_model: String::new(),
+        };
         let reg = self.registered(&route)?;
         let deadline = self.deadline(&CallOptions::default());
         let (ctx, _) = self.context(&route, reg, &CallOptions::default(), deadline);
@@ -485,7 +561,12 @@ impl Client {
         }
     }
 
-    pub(crate) fn record_stream_end(&self, route: &Route, usage: Option<&Usage>, failed: bool) -> Option<Decimal> {
+    pub(crate) fn record_stream_end(
+        &self,
+        route: &Route,
+        usage: Option<&Usage>,
+        failed: bool,
+    ) -> Option<Decimal> {
         let qualified = route.qualified();
         if failed && usage.is_none() {
             self.inner.stats.record_error(&qualified);
@@ -553,7 +634,10 @@ fn deadline_error(route: &Route, started: Instant, deadline: Instant) -> Error {
 /// Checks every provider needs; the rest is the upstream's business.
 fn validate_chat(req: &ChatRequest) -> Result<()> {
     if req.messages.is_empty() {
-        return Err(Error::invalid_param("messages", "`messages` must contain at least one message"));
+        return Err(Error::invalid_param(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
     }
     for (i, m) in req.messages.iter().enumerate() {
         if m.role == weir_types::chat::Role::Tool && m.tool_call_id.is_none() {
@@ -566,7 +650,10 @@ fn validate_chat(req: &ChatRequest) -> Result<()> {
     if let Some(t) = req.temperature
         && !(0.0..=2.0).contains(&t)
     {
-        return Err(Error::invalid_param("temperature", format!("temperature {t} is outside 0..=2")));
+        return Err(Error::invalid_param(
+            "temperature",
+            format!("temperature {t} is outside 0..=2"),
+        ));
     }
     Ok(())
 }

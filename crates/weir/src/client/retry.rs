@@ -22,7 +22,12 @@ impl Backoff {
     }
 
     /// The wait before attempt `attempts + 1`, or `None` to give up with `err`.
-    pub(crate) fn next_wait(&self, err: &Error, attempts: u32, deadline: Instant) -> Option<Duration> {
+    pub(crate) fn next_wait(
+        &self,
+        err: &Error,
+        attempts: u32,
+        deadline: Instant,
+    ) -> Option<Duration> {
         if !err.is_retryable() || attempts > self.config.max_retries {
             return None;
         }
@@ -30,7 +35,10 @@ impl Backoff {
             Some(hint) => hint,
             None => {
                 let exp = self.config.base_delay.as_secs_f64()
-                    * self.config.factor.powi(attempts.saturating_sub(1).min(32) as i32);
+                    * self
+                        .config
+                        .factor
+                        .powi(attempts.saturating_sub(1).min(32) as i32);
                 let cap = exp.min(self.config.max_delay.as_secs_f64());
                 Duration::from_secs_f64(cap * fastrand::f64())
             }
@@ -49,7 +57,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stops_after_max_retries_and_on_permanent_errors() {
-        let b = Backoff::new(RetryConfig { max_retries: 2, ..RetryConfig::default() });
+        let b = Backoff::new(RetryConfig {
+            max_retries: 2,
+            ..RetryConfig::default()
+        });
         let far = Instant::now() + Duration::from_secs(600);
         assert!(b.next_wait(&err(None), 1, far).is_some());
         assert!(b.next_wait(&err(None), 2, far).is_some());
@@ -71,7 +82,10 @@ mod tests {
         for attempt in 1..=8 {
             let w = b.next_wait(&err(None), attempt, far).unwrap_or_default();
             let cap = (100.0 * 2f64.powi(attempt as i32 - 1)).min(500.0);
-            assert!(w.as_secs_f64() * 1000.0 <= cap + 1e-6, "attempt {attempt}: {w:?}");
+            assert!(
+                w.as_secs_f64() * 1000.0 <= cap + 1e-6,
+                "attempt {attempt}: {w:?}"
+            );
         }
     }
 
@@ -79,7 +93,13 @@ mod tests {
     async fn honours_retry_after_only_when_it_fits_the_deadline() {
         let b = Backoff::new(RetryConfig::default());
         let soon = Instant::now() + Duration::from_secs(5);
-        assert_eq!(b.next_wait(&err(Some(Duration::from_secs(2))), 1, soon), Some(Duration::from_secs(2)));
-        assert_eq!(b.next_wait(&err(Some(Duration::from_secs(30))), 1, soon), None);
+        assert_eq!(
+            b.next_wait(&err(Some(Duration::from_secs(2))), 1, soon),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            b.next_wait(&err(Some(Duration::from_secs(30))), 1, soon),
+            None
+        );
     }
 }

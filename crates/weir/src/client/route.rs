@@ -94,7 +94,10 @@ mod tests {
         let err = resolve(&c, "gpt-4o").unwrap_err();
         assert_eq!(err.http_status(), 404);
         let err = resolve(&c, "openai/gpt-4o").unwrap_err();
-        assert!(err.to_string().contains("no provider named `openai`"), "{err}");
+        assert!(
+            err.to_string().contains("no provider named `openai`"),
+            "{err}"
+        );
         assert_eq!(resolve(&c, " ").unwrap_err().http_status(), 400);
 
         let c = config(
@@ -106,7 +109,10 @@ mod tests {
     #[test]
     fn force_mock_sends_everything_to_the_mock() {
         let c = config("defaults:\n  force_mock: true\n");
-        assert_eq!(resolve(&c, "openai/gpt-4o").unwrap().qualified(), "mock/echo");
+        assert_eq!(
+            resolve(&c, "openai/gpt-4o").unwrap().qualified(),
+            "mock/echo"
+        );
         assert_eq!(resolve(&c, "mock/lorem").unwrap().qualified(), "mock/lorem");
     }
 }

@@ -61,12 +61,18 @@ impl Stats {
         let c = self.counters(model);
         c.calls.fetch_add(1, Ordering::Relaxed);
         if let Some(u) = usage {
-            c.prompt_tokens.fetch_add(u.prompt_tokens, Ordering::Relaxed);
-            c.completion_tokens.fetch_add(u.completion_tokens, Ordering::Relaxed);
-            c.cached_tokens.fetch_add(u.cached_tokens(), Ordering::Relaxed);
+            c.prompt_tokens
+                .fetch_add(u.prompt_tokens, Ordering::Relaxed);
+            c.completion_tokens
+                .fetch_add(u.completion_tokens, Ordering::Relaxed);
+            c.cached_tokens
+                .fetch_add(u.cached_tokens(), Ordering::Relaxed);
         }
         if let Some(cost) = cost {
-            let nanos = (cost * Decimal::from(1_000_000_000u64)).round().to_u64().unwrap_or(0);
+            let nanos = (cost * Decimal::from(1_000_000_000u64))
+                .round()
+                .to_u64()
+                .unwrap_or(0);
             c.cost_nanodollars.fetch_add(nanos, Ordering::Relaxed);
         }
     }
@@ -118,6 +124,9 @@ mod tests {
         assert_eq!(t.calls, 1001);
         assert_eq!(t.errors, 1);
         assert_eq!(t.prompt_tokens, 1000);
-        assert_eq!(t.cost_usd, Decimal::from_str("0.000075").unwrap_or_default());
+        assert_eq!(
+            t.cost_usd,
+            Decimal::from_str("0.000075").unwrap_or_default()
+        );
     }
 }

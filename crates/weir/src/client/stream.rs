@@ -52,7 +52,9 @@ pub struct ChatStream {
 
 impl std::fmt::Debug for ChatStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatStream").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("ChatStream")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,7 +105,9 @@ impl ChatStream {
             }
         };
         let failed = !completed;
-        let cost = acc.client.record_stream_end(&acc.route, usage.as_ref(), failed && usage.is_none());
+        let cost =
+            acc.client
+                .record_stream_end(&acc.route, usage.as_ref(), failed && usage.is_none());
         let _ = self.summary.set(StreamSummary {
             usage,
             usage_estimated: estimated,
@@ -140,7 +144,11 @@ impl Stream for ChatStream {
                         let mut n = d.content.as_ref().map_or(0, String::len);
                         n += d.reasoning_content.as_ref().map_or(0, String::len);
                         for tc in d.tool_calls.iter().flatten() {
-                            n += tc.function.as_ref().and_then(|f| f.arguments.as_ref()).map_or(0, String::len);
+                            n += tc
+                                .function
+                                .as_ref()
+                                .and_then(|f| f.arguments.as_ref())
+                                .map_or(0, String::len);
                         }
                         this.output_bytes += n as u64;
                     }

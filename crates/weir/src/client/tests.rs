@@ -38,7 +38,10 @@ async fn chat_carries_metadata() {
 #[tokio::test]
 async fn bad_requests_fail_before_any_call() {
     let c = client();
-    let err = c.chat(ChatRequest::new("mock/echo", vec![])).await.unwrap_err();
+    let err = c
+        .chat(ChatRequest::new("mock/echo", vec![]))
+        .await
+        .unwrap_err();
     assert_eq!(err.http_status(), 400);
     let err = c.chat(req("nowhere/model", "x")).await.unwrap_err();
     assert_eq!(err.http_status(), 404);
@@ -61,20 +64,27 @@ impl Provider for Flaky {
         if n < self.failures {
             return Err(Error::from_upstream("flaky", 503, None, b"busy", None));
         }
-        MockProvider::new("flaky", Default::default()).chat(req, ctx).await
+        MockProvider::new("flaky", Default::default())
+            .chat(req, ctx)
+            .await
     }
     async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.failures {
             return Err(Error::from_upstream("flaky", 503, None, b"busy", None));
         }
-        MockProvider::new("flaky", Default::default()).chat_stream(req, ctx).await
+        MockProvider::new("flaky", Default::default())
+            .chat_stream(req, ctx)
+            .await
     }
 }
 
 #[tokio::test]
 async fn retries_retryable_errors_and_counts_attempts() {
-    let flaky = Arc::new(Flaky { failures: 2, calls: AtomicU32::new(0) });
+    let flaky = Arc::new(Flaky {
+        failures: 2,
+        calls: AtomicU32::new(0),
+    });
     let c = Client::builder(config("retry:\n  base_delay: 1ms\n  max_retries: 2\n"))
         .provider("flaky", flaky.clone())
         .build()
@@ -83,7 +93,10 @@ async fn retries_retryable_errors_and_counts_attempts() {
     assert_eq!(done.meta.attempts, 3);
     assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
 
-    let flaky = Arc::new(Flaky { failures: 5, calls: AtomicU32::new(0) });
+    let flaky = Arc::new(Flaky {
+        failures: 5,
+        calls: AtomicU32::new(0),
+    });
     let c = Client::builder(config("retry:\n  base_delay: 1ms\n  max_retries: 2\n"))
         .provider("flaky", flaky.clone())
         .build()
@@ -116,7 +129,10 @@ async fn stream_strips_usage_unless_asked_and_always_accounts() {
     assert_eq!(summary.usage.as_ref().unwrap().completion_tokens, 3);
 
     let mut r = req("mock/echo", "a b c");
-    r.stream_options = Some(StreamOptions { include_usage: Some(true), extra: Default::default() });
+    r.stream_options = Some(StreamOptions {
+        include_usage: Some(true),
+        extra: Default::default(),
+    });
     let s = c.chat_stream(r).await.unwrap();
     let chunks: Vec<ChatChunk> = s.map(|c| c.unwrap()).collect().await;
     assert!(chunks.last().unwrap().usage.is_some());
@@ -154,7 +170,9 @@ async fn mid_stream_failure_ends_with_one_error() {
 #[tokio::test]
 async fn batch_keeps_order_and_isolates_failures() {
     let c = client();
-    let mut reqs: Vec<ChatRequest> = (0..10).map(|i| req("mock/echo", &format!("n{i}"))).collect();
+    let mut reqs: Vec<ChatRequest> = (0..10)
+        .map(|i| req("mock/echo", &format!("n{i}")))
+        .collect();
     reqs[4].extra.insert("mock".into(), json!({"status": 400}));
     let out = c.batch(reqs, 3).await;
     assert_eq!(out.len(), 10);
@@ -182,7 +200,10 @@ async fn one_deadline_bounds_hangs() {
 async fn embeddings_and_models() {
     let c = client();
     let out = c
-        .embed(weir_types::embeddings::EmbeddingsRequest::new("mock/echo", vec!["a".into(), "b".into()]))
+        .embed(weir_types::embeddings::EmbeddingsRequest::new(
+            "mock/echo",
+            vec!["a".into(), "b".into()],
+        ))
         .await
         .unwrap();
     assert_eq!(out.response.data.len(), 2);

@@ -127,7 +127,11 @@ pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
     }
 }
 
-fn parse_and_validate(text: &str, file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+fn parse_and_validate(
+    text: &str,
+    file: Option<&Path>,
+    env: &dyn Env,
+) -> Result<Config, ConfigError> {
     let mut tree: serde_json::Value = if text.trim().is_empty() {
         serde_json::Value::Object(Default::default())
     } else {
@@ -149,7 +153,11 @@ fn parse_and_validate(text: &str, file: Option<&Path>, env: &dyn Env) -> Result<
         let path = e.path().to_string();
         ConfigError::one(
             file,
-            if path == "." { "(top level)".to_owned() } else { path },
+            if path == "." {
+                "(top level)".to_owned()
+            } else {
+                path
+            },
             e.into_inner().to_string(),
         )
     })?;
@@ -160,7 +168,12 @@ fn parse_and_validate(text: &str, file: Option<&Path>, env: &dyn Env) -> Result<
 }
 
 /// Replace `${VAR}` and `${VAR:-default}` in every string of the tree; `$$` is a literal `$`.
-fn interpolate(v: &mut serde_json::Value, path: String, env: &dyn Env, problems: &mut Vec<Problem>) {
+fn interpolate(
+    v: &mut serde_json::Value,
+    path: String,
+    env: &dyn Env,
+    problems: &mut Vec<Problem>,
+) {
     match v {
         serde_json::Value::String(s) if s.contains('$') => match expand(s, env) {
             Ok(out) => *s = out,
@@ -173,7 +186,11 @@ fn interpolate(v: &mut serde_json::Value, path: String, env: &dyn Env, problems:
         }
         serde_json::Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 interpolate(item, child, env, problems);
             }
         }
@@ -199,8 +216,8 @@ fn expand(s: &str, env: &dyn Env) -> Result<String, String> {
                 Some((n, d)) => (n, Some(d)),
                 None => (expr, None),
             };
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("`${{{expr}}}` is not a valid variable reference"));
             }

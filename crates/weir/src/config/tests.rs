@@ -80,7 +80,10 @@ mock:
     assert_eq!(c.server.listen.port(), 9999);
     assert_eq!(c.server.body_limit, 2 * 1024 * 1024);
     assert_eq!(c.server.api_keys[0].expose_secret(), "gw-secret");
-    assert_eq!(c.provider("local").unwrap().base_url.as_str(), "http://localhost:11434/v1");
+    assert_eq!(
+        c.provider("local").unwrap().base_url.as_str(),
+        "http://localhost:11434/v1"
+    );
     let or = c.provider("openrouter").unwrap();
     assert_eq!(or.keys.len(), 2);
     assert_eq!(or.keys[1].id, "openrouter#1");
@@ -89,7 +92,10 @@ mock:
     assert_eq!(c.retry.max_retries, 5);
     assert!(c.pricing.lookup("local", "llama3").is_some());
     assert_eq!(c.mock.faults.error_status, 503);
-    assert_eq!(c.mock.inter_token_delay, std::time::Duration::from_millis(5));
+    assert_eq!(
+        c.mock.inter_token_delay,
+        std::time::Duration::from_millis(5)
+    );
 }
 
 #[test]
@@ -159,7 +165,11 @@ fn seed_env_overrides_apply() {
     assert_eq!(c.server.api_keys.len(), 2);
     assert_eq!(c.server.listen.port(), 0);
 
-    let err = load(None, &env(&[("LLM_MAX_RETRIES", "many"), ("LLM_PROVIDER", "nope")])).unwrap_err();
+    let err = load(
+        None,
+        &env(&[("LLM_MAX_RETRIES", "many"), ("LLM_PROVIDER", "nope")]),
+    )
+    .unwrap_err();
     let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
     assert!(paths.contains(&"env LLM_MAX_RETRIES"));
     assert!(paths.contains(&"defaults.provider"));
@@ -169,7 +179,10 @@ fn seed_env_overrides_apply() {
 fn debug_output_redacts_secrets() {
     let c = load(
         None,
-        &env(&[("OPENAI_API_KEY", "sk-live-supersecret"), ("WEIR_API_KEYS", "gw-topsecret")]),
+        &env(&[
+            ("OPENAI_API_KEY", "sk-live-supersecret"),
+            ("WEIR_API_KEYS", "gw-topsecret"),
+        ]),
     )
     .unwrap();
     let dbg = format!("{c:?}");

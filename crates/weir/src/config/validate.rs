@@ -26,9 +26,24 @@ pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Providers that switch on from the environment: (name, key var, base URL var, default URL).
 const ENV_PROVIDERS: &[(&str, &str, &str, &str)] = &[
-    ("openai", "OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
-    ("anthropic", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com/v1"),
-    ("openrouter", "OPENROUTER_API_KEY", "OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1"),
+    (
+        "openai",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+    ),
+    (
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "https://api.anthropic.com/v1",
+    ),
+    (
+        "openrouter",
+        "OPENROUTER_API_KEY",
+        "OPENROUTER_BASE_URL",
+        "https://openrouter.ai/api/v1",
+    ),
 ];
 
 struct Checker<'a> {
@@ -47,13 +62,15 @@ impl Checker<'_> {
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
         match value {
             None => default,
-            Some(text) => match humantime::parse_duration(text.trim()) {
-                Ok(d) => d,
-                Err(e) => {
-                    self.problem(path, format!("`{text}` is not a duration ({e}); write e.g. `250ms`, `30s` or `2m`"));
-                    default
+            Some(text) => {
+                match humantime::parse_duration(text.trim()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.problem(path, format!("`{text}` is not a duration ({e}); write e.g. `250ms`, `30s` or `2m`"));
+                        default
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -74,7 +91,10 @@ impl Checker<'_> {
             "1" | "true" | "yes" | "on" => Some(true),
             "0" | "false" | "no" | "off" | "" => Some(false),
             _ => {
-                self.problem(format!("env {name}"), format!("`{text}` is not a boolean (use 1/0 or true/false)"));
+                self.problem(
+                    format!("env {name}"),
+                    format!("`{text}` is not a boolean (use 1/0 or true/false)"),
+                );
                 None
             }
         }
@@ -97,17 +117,29 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
         match target.split_once('/') {
             Some((provider, model)) if !model.is_empty() => {
                 if !names.contains(&provider) {
-                    c.problem(path, format!("provider `{provider}` is not configured (known: {})", names.join(", ")));
+                    c.problem(
+                        path,
+                        format!(
+                            "provider `{provider}` is not configured (known: {})",
+                            names.join(", ")
+                        ),
+                    );
                     continue;
                 }
             }
             _ => {
-                c.problem(path, format!("`{target}` must be `provider/model`, e.g. `openai/gpt-4o-mini`"));
+                c.problem(
+                    path,
+                    format!("`{target}` must be `provider/model`, e.g. `openai/gpt-4o-mini`"),
+                );
                 continue;
             }
         }
         if alias.contains('/') && names.contains(&alias.split('/').next().unwrap_or_default()) {
-            c.problem(format!("models.{alias}"), "an alias must not shadow a `provider/model` name");
+            c.problem(
+                format!("models.{alias}"),
+                "an alias must not shadow a `provider/model` name",
+            );
             continue;
         }
         aliases.insert(alias.clone(), target.clone());
@@ -117,9 +149,18 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     if let Some(p) = &default_provider
         && !names.contains(&p.as_str())
     {
-        c.problem("defaults.provider", format!("provider `{p}` is not configured (known: {})", names.join(", ")));
+        c.problem(
+            "defaults.provider",
+            format!(
+                "provider `{p}` is not configured (known: {})",
+                names.join(", ")
+            ),
+        );
     }
-    let force_mock = c.env_bool("LLM_FORCE_MOCK").or(raw.defaults.force_mock).unwrap_or(false);
+    let force_mock = c
+        .env_bool("LLM_FORCE_MOCK")
+        .or(raw.defaults.force_mock)
+        .unwrap_or(false);
     let defaults = Defaults {
         model: c
             .env
@@ -142,9 +183,17 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let d = RetryConfig::default();
     let mut retry = RetryConfig {
         max_retries: raw.retry.max_retries.unwrap_or(d.max_retries),
-        base_delay: c.duration("retry.base_delay", raw.retry.base_delay.as_deref(), d.base_delay),
+        base_delay: c.duration(
+            "retry.base_delay",
+            raw.retry.base_delay.as_deref(),
+            d.base_delay,
+        ),
         factor: raw.retry.factor.unwrap_or(d.factor),
-        max_delay: c.duration("retry.max_delay", raw.retry.max_delay.as_deref(), d.max_delay),
+        max_delay: c.duration(
+            "retry.max_delay",
+            raw.retry.max_delay.as_deref(),
+            d.max_delay,
+        ),
     };
     if let Some(n) = c.env_parse::<u32>("LLM_MAX_RETRIES", "a whole number") {
         retry.max_retries = n;
@@ -153,7 +202,10 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
         retry.factor = f;
     }
     if !(retry.factor.is_finite() && retry.factor >= 1.0) {
-        c.problem("retry.factor", format!("{} must be a number >= 1", retry.factor));
+        c.problem(
+            "retry.factor",
+            format!("{} must be a number >= 1", retry.factor),
+        );
     }
 
     let mut pricing = PricingTable::bundled();
@@ -196,7 +248,10 @@ fn server(c: &mut Checker<'_>, raw: &RawConfig) -> ServerConfig {
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            c.problem("server.listen", format!("`{listen_text}` is not an address such as 127.0.0.1:4100"));
+            c.problem(
+                "server.listen",
+                format!("`{listen_text}` is not an address such as 127.0.0.1:4100"),
+            );
             SocketAddr::from(([127, 0, 0, 1], 4100))
         }
     };
@@ -209,14 +264,20 @@ fn server(c: &mut Checker<'_>, raw: &RawConfig) -> ServerConfig {
         None => DEFAULT_BODY_LIMIT,
         Some(RawSize::Bytes(b)) => usize::try_from(*b).unwrap_or(usize::MAX),
         Some(RawSize::Text(t)) => parse_size(t).unwrap_or_else(|| {
-            c.problem("server.body_limit", format!("`{t}` is not a size; write e.g. `4MiB`, `512KiB` or a byte count"));
+            c.problem(
+                "server.body_limit",
+                format!("`{t}` is not a size; write e.g. `4MiB`, `512KiB` or a byte count"),
+            );
             DEFAULT_BODY_LIMIT
         }),
     };
     if body_limit < 1024 {
         c.problem("server.body_limit", "must be at least 1KiB");
     }
-    let log_bodies = c.env_bool("WEIR_LOG_BODIES").or(raw.server.log_bodies).unwrap_or(false);
+    let log_bodies = c
+        .env_bool("WEIR_LOG_BODIES")
+        .or(raw.server.log_bodies)
+        .unwrap_or(false);
     ServerConfig {
         listen,
         api_keys: keys.into_iter().map(SecretString::from).collect(),
@@ -318,7 +379,10 @@ fn mock_url() -> Url {
 fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<ProviderConfig> {
     let path = format!("providers.{name}");
     if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-        c.problem(&path, "a provider name must be non-empty, with no `/` or spaces");
+        c.problem(
+            &path,
+            "a provider name must be non-empty, with no `/` or spaces",
+        );
         return None;
     }
     let kind = match p.kind.as_deref() {
@@ -326,18 +390,23 @@ fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<Provider
         Some("anthropic") => ProviderKind::Anthropic,
         Some("mock") => ProviderKind::Mock,
         Some(other) => {
-            c.problem(format!("{path}.kind"), format!("`{other}` is not one of openai, anthropic, mock"));
+            c.problem(
+                format!("{path}.kind"),
+                format!("`{other}` is not one of openai, anthropic, mock"),
+            );
             return None;
         }
-        None => match name {
-            "openai" | "openrouter" => ProviderKind::OpenAi,
-            "anthropic" => ProviderKind::Anthropic,
-            "mock" => ProviderKind::Mock,
-            _ => {
-                c.problem(format!("{path}.kind"), "missing: set `kind: openai` for an OpenAI-compatible server, or `anthropic`");
-                return None;
+        None => {
+            match name {
+                "openai" | "openrouter" => ProviderKind::OpenAi,
+                "anthropic" => ProviderKind::Anthropic,
+                "mock" => ProviderKind::Mock,
+                _ => {
+                    c.problem(format!("{path}.kind"), "missing: set `kind: openai` for an OpenAI-compatible server, or `anthropic`");
+                    return None;
+                }
             }
-        },
+        }
     };
     let default_url = ENV_PROVIDERS
         .iter()
@@ -348,34 +417,48 @@ fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<Provider
         (None, Some(u), _) => u,
         (None, None, ProviderKind::Mock) => "mock://local".to_owned(),
         (None, None, _) => {
-            c.problem(format!("{path}.base_url"), "missing: set the server's base URL, e.g. http://localhost:8000/v1");
+            c.problem(
+                format!("{path}.base_url"),
+                "missing: set the server's base URL, e.g. http://localhost:8000/v1",
+            );
             return None;
         }
     };
     let base_url = match Url::parse(url_text.trim_end_matches('/')) {
         Ok(u) if kind == ProviderKind::Mock || matches!(u.scheme(), "http" | "https") => u,
         Ok(u) => {
-            c.problem(format!("{path}.base_url"), format!("scheme `{}` is not http or https", u.scheme()));
+            c.problem(
+                format!("{path}.base_url"),
+                format!("scheme `{}` is not http or https", u.scheme()),
+            );
             return None;
         }
         Err(e) => {
-            c.problem(format!("{path}.base_url"), format!("`{url_text}` is not a URL: {e}"));
+            c.problem(
+                format!("{path}.base_url"),
+                format!("`{url_text}` is not a URL: {e}"),
+            );
             return None;
         }
     };
     let mut secrets: Vec<String> = p.api_key.iter().cloned().collect();
     secrets.extend(p.api_keys.iter().cloned());
     secrets.retain(|k| !k.trim().is_empty());
-    if kind == ProviderKind::OpenAi && secrets.is_empty() && name == "openai" {
-        if let Some(k) = c.env.var("OPENAI_API_KEY").filter(|k| !k.is_empty()) {
-            secrets.push(k);
-        }
+    if kind == ProviderKind::OpenAi
+        && secrets.is_empty()
+        && name == "openai"
+        && let Some(k) = c.env.var("OPENAI_API_KEY").filter(|k| !k.is_empty())
+    {
+        secrets.push(k);
     }
     if kind == ProviderKind::Anthropic && secrets.is_empty() {
         if let Some(k) = c.env.var("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) {
             secrets.push(k);
         } else {
-            c.problem(format!("{path}.api_key"), "missing: Anthropic needs an API key (set ANTHROPIC_API_KEY or api_key)");
+            c.problem(
+                format!("{path}.api_key"),
+                "missing: Anthropic needs an API key (set ANTHROPIC_API_KEY or api_key)",
+            );
         }
     }
     let keys = secrets
@@ -388,17 +471,34 @@ fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<Provider
         .collect();
     let mut headers = Vec::new();
     for (k, v) in &p.headers {
-        if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
-            c.problem(format!("{path}.headers.{k}"), "not a valid HTTP header name and value");
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(v).is_err()
+        {
+            c.problem(
+                format!("{path}.headers.{k}"),
+                "not a valid HTTP header name and value",
+            );
         } else {
             headers.push((k.clone(), v.clone()));
         }
     }
     let d = Timeouts::default();
     let timeouts = Timeouts {
-        connect: c.duration(&format!("{path}.timeouts.connect"), p.timeouts.connect.as_deref(), d.connect),
-        first_byte: c.duration(&format!("{path}.timeouts.first_byte"), p.timeouts.first_byte.as_deref(), d.first_byte),
-        total: c.duration(&format!("{path}.timeouts.total"), p.timeouts.total.as_deref(), d.total),
+        connect: c.duration(
+            &format!("{path}.timeouts.connect"),
+            p.timeouts.connect.as_deref(),
+            d.connect,
+        ),
+        first_byte: c.duration(
+            &format!("{path}.timeouts.first_byte"),
+            p.timeouts.first_byte.as_deref(),
+            d.first_byte,
+        ),
+        total: c.duration(
+            &format!("{path}.timeouts.total"),
+            p.timeouts.total.as_deref(),
+            d.total,
+        ),
     };
     let models = if p.models.is_empty() && kind == ProviderKind::Mock {
         vec!["echo".into(), "lorem".into()]
@@ -428,16 +528,30 @@ fn mock(c: &mut Checker<'_>, raw: &RawConfig) -> MockConfig {
     let f = &m.faults;
     let error_rate = f.error_rate.unwrap_or(0.0);
     if !(0.0..=1.0).contains(&error_rate) {
-        c.problem("mock.faults.error_rate", format!("{error_rate} is not between 0 and 1"));
+        c.problem(
+            "mock.faults.error_rate",
+            format!("{error_rate} is not between 0 and 1"),
+        );
     }
     let error_status = f.error_status.unwrap_or(500);
     if !(400..=599).contains(&error_status) {
-        c.problem("mock.faults.error_status", format!("{error_status} is not an error status (400-599)"));
+        c.problem(
+            "mock.faults.error_status",
+            format!("{error_status} is not an error status (400-599)"),
+        );
     }
     MockConfig {
         latency: c.duration("mock.latency", m.latency.as_deref(), d.latency),
-        time_to_first_token: c.duration("mock.time_to_first_token", m.time_to_first_token.as_deref(), d.time_to_first_token),
-        inter_token_delay: c.duration("mock.inter_token_delay", m.inter_token_delay.as_deref(), d.inter_token_delay),
+        time_to_first_token: c.duration(
+            "mock.time_to_first_token",
+            m.time_to_first_token.as_deref(),
+            d.time_to_first_token,
+        ),
+        inter_token_delay: c.duration(
+            "mock.inter_token_delay",
+            m.inter_token_delay.as_deref(),
+            d.inter_token_delay,
+        ),
         lorem_tokens: m.lorem_tokens.unwrap_or(d.lorem_tokens),
         faults: MockFaults {
             error_rate,

@@ -154,7 +154,11 @@ fn tool_message(
     let mut text = texts.join("\n");
     if result.is_error == Some(true) {
         // OpenAI has no error flag on tool results; the model still needs to know.
-        text = format!("Error: {text}");
+        text = if text.is_empty() {
+            "Error".to_owned()
+        } else {
+            format!("Error: {text}")
+        };
     }
     Ok(Message::tool(result.tool_use_id.clone(), text))
 }

@@ -131,9 +131,11 @@ impl EventTranslator {
         }
         if let Some(usage) = &chunk.usage {
             self.usage = Some(usage.clone());
-        }
-        if self.finish_reason.is_some() && self.usage.is_some() {
-            self.close(&mut out);
+            // Only usage at or after the finish reason is final: some servers report running
+            // usage on every chunk.
+            if self.finish_reason.is_some() {
+                self.close(&mut out);
+            }
         }
         out
     }

@@ -122,6 +122,27 @@ fn message_delta_waits_for_the_usage_chunk() {
 }
 
 #[test]
+fn running_usage_before_the_finish_is_not_final() {
+    let mut tr = EventTranslator::new("m", "msg_1".into());
+    let mut c = chunk(text("a"), None);
+    c.usage = Some(Usage::new(7, 1));
+    tr.on_chunk(&c);
+    assert!(
+        tr.on_chunk(&chunk(text("b"), Some(FinishReason::Stop)))
+            .iter()
+            .all(|e| !matches!(e, StreamEvent::MessageDelta { .. }))
+    );
+    let end = tr.on_chunk(&usage_chunk(7, 2));
+    let Some(StreamEvent::MessageDelta { usage, .. }) = end
+        .iter()
+        .find(|e| matches!(e, StreamEvent::MessageDelta { .. }))
+    else {
+        panic!("message_delta expected: {end:?}");
+    };
+    assert_eq!(usage.output_tokens, 2);
+}
+
+#[test]
 fn finish_closes_a_stream_without_usage_or_chunks() {
     let mut tr = EventTranslator::new("m", "msg_1".into()).with_input_tokens(42);
     let mut events = tr.on_chunk(&chunk(text("partial"), Some(FinishReason::Length)));

@@ -106,10 +106,18 @@ pub fn header_map(provider: &str, pairs: &[(String, String)]) -> Result<HeaderMa
 }
 
 /// A header value from a secret, marked sensitive so `Debug` of the request never shows it.
-pub fn secret_header(prefix: &str, secret: &SecretString) -> Result<HeaderValue> {
+pub fn secret_header(provider: &str, prefix: &str, secret: &SecretString) -> Result<HeaderValue> {
     let mut v =
         HeaderValue::from_str(&format!("{prefix}{}", secret.expose_secret())).map_err(|_| {
-            Error::invalid_request("the API key contains characters not allowed in an HTTP header")
+            // Weir's own configuration is wrong, not the client's request; never echo the key.
+            Error::Config(ConfigError {
+                file: None,
+                problems: vec![Problem {
+                    path: format!("providers.{provider}.keys"),
+                    reason: "an API key contains characters not allowed in an HTTP header"
+                        .to_owned(),
+                }],
+            })
         })?;
     v.set_sensitive(true);
     Ok(v)
@@ -211,17 +219,17 @@ fn send_error(provider: &str, e: &reqwest::Error, deadlines: &CallDeadlines) -> 
 
 /// A reqwest error and its causes as one line, without the URL reqwest puts in its message.
 pub fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    // `without_url` needs ownership; the top message is re-created from the kind instead.
-    let top = e.to_string();
-    let top = match top.find(" for url (") {
-        Some(i) => top[..i].to_owned(),
-        None => top,
-    };
-    parts.push(top);
+    // reqwest appends " for url (...)" (query and all) to its messages, nested ones included.
+    fn without_url(text: String) -> String {
+        match text.find(" for url (") {
+            Some(i) => text[..i].to_owned(),
+            None => text,
+        }
+    }
+    let mut parts: Vec<String> = vec![without_url(e.to_string())];
     let mut source = e.source();
     while let Some(s) = source {
-        let text = s.to_string();
+        let text = without_url(s.to_string());
         // hyper and reqwest often repeat a cause in the wrapper's text.
         if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
@@ -484,6 +492,9 @@ where
 {
     struct St<S> {
         bytes: std::pin::Pin<Box<S>>,
+        /// One timer for the whole stream, moved once from the first-byte to the total
+        /// deadline, rather than a new timer per chunk.
+        timer: std::pin::Pin<Box<tokio::time::Sleep>>,
         provider: String,
         deadlines: CallDeadlines,
         got_first: bool,
@@ -491,6 +502,7 @@ where
     }
     let st = St {
         bytes: Box::pin(bytes),
+        timer: Box::pin(tokio::time::sleep_until(deadlines.first_byte)),
         provider,
         deadlines,
         got_first: false,
@@ -500,25 +512,26 @@ where
         if st.done {
             return None;
         }
-        let until = if st.got_first {
-            st.deadlines.total
-        } else {
-            st.deadlines.first_byte
+        let next = tokio::select! {
+            biased;
+            next = st.bytes.next() => Some(next),
+            () = &mut st.timer => None,
         };
-        let item = match tokio::time::timeout_at(until, st.bytes.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                if !chunk.is_empty() {
+        let item = match next {
+            Some(Some(Ok(chunk))) => {
+                if !st.got_first && !chunk.is_empty() {
                     st.got_first = true;
+                    st.timer.as_mut().reset(st.deadlines.total);
                 }
                 Ok(chunk)
             }
-            Ok(Some(Err(e))) => Err(Error::StreamInterrupted {
+            Some(Some(Err(e))) => Err(Error::StreamInterrupted {
                 provider: st.provider.clone(),
                 message: format!("the connection broke mid-stream: {}", error_chain(&e)),
             }),
-            Ok(None) => return None,
-            Err(_) if st.got_first => Err(st.deadlines.total_error(&st.provider)),
-            Err(_) => Err(st.deadlines.first_byte_error(&st.provider)),
+            Some(None) => return None,
+            None if st.got_first => Err(st.deadlines.total_error(&st.provider)),
+            None => Err(st.deadlines.first_byte_error(&st.provider)),
         };
         st.done = item.is_err();
         Some((item, st))

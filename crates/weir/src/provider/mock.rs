@@ -32,8 +32,25 @@ use crate::config::MockConfig;
 use crate::error::{Error, Result};
 
 const LOREM: &[&str] = &[
-    "lorem", "ipsum", "dolor", "sit", "amet,", "consectetur", "adipiscing", "elit,", "sed", "do",
-    "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua.",
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet,",
+    "consectetur",
+    "adipiscing",
+    "elit,",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua.",
 ];
 
 /// Dimensions of mock embeddings when the request sets none.
@@ -91,14 +108,19 @@ impl MockProvider {
     fn directive(&self, req: &ChatRequest) -> Result<Directive> {
         match req.extra.get("mock") {
             None => Ok(Directive::default()),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| Error::invalid_param("mock", format!("invalid `mock` directive: {e}"))),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                Error::invalid_param("mock", format!("invalid `mock` directive: {e}"))
+            }),
         }
     }
 
     fn plan(&self, d: &Directive) -> Plan {
         let faults = &self.config.faults;
-        let rate = d.error_rate.unwrap_or(if d.status.is_some() { 1.0 } else { faults.error_rate });
+        let rate = d.error_rate.unwrap_or(if d.status.is_some() {
+            1.0
+        } else {
+            faults.error_rate
+        });
         let fail = (rate > 0.0 && fastrand::f64() < rate).then(|| {
             let status = d.status.unwrap_or(faults.error_status);
             let retry_after = d
@@ -119,7 +141,10 @@ impl MockProvider {
             cut_after: d.cut_after.or(faults.cut_stream_after),
             latency: d.latency_ms.map(ms).unwrap_or(self.config.latency),
             ttft: d.ttft_ms.map(ms).unwrap_or(self.config.time_to_first_token),
-            inter_token: d.inter_token_ms.map(ms).unwrap_or(self.config.inter_token_delay),
+            inter_token: d
+                .inter_token_ms
+                .map(ms)
+                .unwrap_or(self.config.inter_token_delay),
         }
     }
 
@@ -181,7 +206,10 @@ impl MockProvider {
         let content = match &req.response_format {
             Some(ResponseFormat::JsonObject) => json!({ "response": text }).to_string(),
             Some(ResponseFormat::JsonSchema { json_schema }) => {
-                let schema = json_schema.schema.clone().unwrap_or(json!({"type": "object"}));
+                let schema = json_schema
+                    .schema
+                    .clone()
+                    .unwrap_or(json!({"type": "object"}));
                 instance_of(&schema, &text, 0).to_string()
             }
             _ => text,
@@ -226,7 +254,10 @@ fn count_words(s: &str) -> u64 {
 }
 
 fn lorem(n: usize) -> String {
-    (0..n).map(|i| LOREM[i % LOREM.len()]).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| LOREM[i % LOREM.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// FNV-1a: stable across runs and platforms, unlike `DefaultHasher`.
@@ -242,7 +273,11 @@ fn instance_of(schema: &Value, text: &str, depth: u32) -> Value {
     if depth > 16 {
         return Value::Null;
     }
-    if let Some(first) = schema.get("enum").and_then(Value::as_array).and_then(|a| a.first()) {
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+    {
         return first.clone();
     }
     if let Some(c) = schema.get("const") {
@@ -258,7 +293,11 @@ fn instance_of(schema: &Value, text: &str, depth: u32) -> Value {
     }
     let kind = match schema.get("type") {
         Some(Value::String(t)) => t.as_str(),
-        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null"),
+        Some(Value::Array(ts)) => ts
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|t| *t != "null")
+            .unwrap_or("null"),
         _ if schema.get("properties").is_some() => "object",
         _ => "string",
     };
@@ -275,7 +314,11 @@ fn instance_of(schema: &Value, text: &str, depth: u32) -> Value {
         "array" => {
             let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0);
             let item = schema.get("items").cloned().unwrap_or(json!({}));
-            Value::Array((0..min.min(8)).map(|_| instance_of(&item, text, depth + 1)).collect())
+            Value::Array(
+                (0..min.min(8))
+                    .map(|_| instance_of(&item, text, depth + 1))
+                    .collect(),
+            )
         }
         "integer" | "number" => schema.get("minimum").cloned().unwrap_or(json!(0)),
         "boolean" => json!(false),
@@ -323,7 +366,11 @@ impl Provider for MockProvider {
             return Err(e);
         }
         let usage = usage(answer.prompt_tokens, &answer);
-        let finish = if answer.tool_call.is_some() { FinishReason::ToolCalls } else { FinishReason::Stop };
+        let finish = if answer.tool_call.is_some() {
+            FinishReason::ToolCalls
+        } else {
+            FinishReason::Stop
+        };
         let body = ChatResponse {
             id: completion_id(ctx),
             object: "chat.completion".into(),
@@ -362,7 +409,11 @@ impl Provider for MockProvider {
             return Err(e);
         }
         let usage = usage(answer.prompt_tokens, &answer);
-        let base = ChatChunk::new(completion_id(ctx), unix_now(), format!("{}/{}", self.name, ctx.upstream_model));
+        let base = ChatChunk::new(
+            completion_id(ctx),
+            unix_now(),
+            format!("{}/{}", self.name, ctx.upstream_model),
+        );
 
         let mut chunks: Vec<ChatChunk> = Vec::new();
         let first = Delta {
@@ -373,13 +424,19 @@ impl Provider for MockProvider {
         chunks.push(base.clone().with_delta(first, None));
         if let Some(r) = &answer.reasoning {
             for piece in split_words(r) {
-                let delta = Delta { reasoning_content: Some(piece), ..Default::default() };
+                let delta = Delta {
+                    reasoning_content: Some(piece),
+                    ..Default::default()
+                };
                 chunks.push(base.clone().with_delta(delta, None));
             }
         }
         if let Some(text) = &answer.content {
             for piece in split_words(text) {
-                let delta = Delta { content: Some(piece), ..Default::default() };
+                let delta = Delta {
+                    content: Some(piece),
+                    ..Default::default()
+                };
                 chunks.push(base.clone().with_delta(delta, None));
             }
         }
@@ -388,9 +445,18 @@ impl Provider for MockProvider {
                 index: 0,
                 id: Some(tc.id.clone()),
                 kind: Some("function".into()),
-                function: Some(FunctionCallDelta { name: Some(tc.function.name.clone()), arguments: Some(String::new()) }),
+                function: Some(FunctionCallDelta {
+                    name: Some(tc.function.name.clone()),
+                    arguments: Some(String::new()),
+                }),
             };
-            chunks.push(base.clone().with_delta(Delta { tool_calls: Some(vec![head]), ..Default::default() }, None));
+            chunks.push(base.clone().with_delta(
+                Delta {
+                    tool_calls: Some(vec![head]),
+                    ..Default::default()
+                },
+                None,
+            ));
             // Split the arguments into small fragments, as real upstreams do.
             let args: Vec<char> = tc.function.arguments.chars().collect();
             for piece in args.chunks(8) {
@@ -398,9 +464,18 @@ impl Provider for MockProvider {
                     index: 0,
                     id: None,
                     kind: None,
-                    function: Some(FunctionCallDelta { name: None, arguments: Some(piece.iter().collect()) }),
+                    function: Some(FunctionCallDelta {
+                        name: None,
+                        arguments: Some(piece.iter().collect()),
+                    }),
                 };
-                chunks.push(base.clone().with_delta(Delta { tool_calls: Some(vec![frag]), ..Default::default() }, None));
+                chunks.push(base.clone().with_delta(
+                    Delta {
+                        tool_calls: Some(vec![frag]),
+                        ..Default::default()
+                    },
+                    None,
+                ));
             }
             FinishReason::ToolCalls
         } else {
@@ -447,8 +522,15 @@ impl Provider for MockProvider {
         })
     }
 
-    async fn embed(&self, req: &EmbeddingsRequest, _ctx: &CallContext) -> Result<Upstream<EmbeddingsResponse>> {
-        let dims = req.dimensions.map_or(DEFAULT_DIMENSIONS, |d| d as usize).clamp(1, 4096);
+    async fn embed(
+        &self,
+        req: &EmbeddingsRequest,
+        _ctx: &CallContext,
+    ) -> Result<Upstream<EmbeddingsResponse>> {
+        let dims = req
+            .dimensions
+            .map_or(DEFAULT_DIMENSIONS, |d| d as usize)
+            .clamp(1, 4096);
         let texts = req.input.texts();
         let tokens: u64 = texts.iter().map(|t| count_words(t)).sum();
         let data = texts
@@ -465,7 +547,10 @@ impl Provider for MockProvider {
                 object: "list".into(),
                 data,
                 model: req.model.clone(),
-                usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
+                usage: EmbeddingUsage {
+                    prompt_tokens: tokens,
+                    total_tokens: tokens,
+                },
             },
             meta: UpstreamMeta::default(),
         })
@@ -500,7 +585,11 @@ fn split_words(text: &str) -> Vec<String> {
 pub fn embed_text(text: &str, dims: usize) -> Vec<f32> {
     let mut v = vec![0f32; dims];
     for word in text.split_whitespace() {
-        let w: String = word.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect();
+        let w: String = word
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect();
         if w.is_empty() {
             continue;
         }

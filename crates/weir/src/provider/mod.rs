@@ -90,7 +90,9 @@ pub struct UpstreamStream<T> {
 
 impl<T> fmt::Debug for UpstreamStream<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamStream").field("meta", &self.meta).finish_non_exhaustive()
+        f.debug_struct("UpstreamStream")
+            .field("meta", &self.meta)
+            .finish_non_exhaustive()
     }
 }
 

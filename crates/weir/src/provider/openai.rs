@@ -88,7 +88,7 @@ impl OpenAiProvider {
         if let Some(key) = &ctx.api_key {
             headers.insert(
                 http::header::AUTHORIZATION,
-                h::secret_header("Bearer ", key)?,
+                h::secret_header(&self.name, "Bearer ", key)?,
             );
         }
         forward_request_id(&mut headers, ctx);
@@ -313,6 +313,8 @@ fn chunks(
             };
             match parse_chunk(&st.provider, &ev) {
                 Parsed::Skip => continue,
+                // hyper returns the connection to the pool on its own once the body's end
+                // arrives (`pooled_connection_is_reused` holds it to that).
                 Parsed::Done => return None,
                 Parsed::Chunk(chunk) => {
                     st.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());

@@ -15,9 +15,10 @@
 //!   2 MB line in 1 KB reads took 3.6 s (release) and 20k events in one read 150 ms;
 //! - nothing bounds its buffer, so an upstream that never sends a newline grows memory forever.
 //!
-//! This decoder scans each byte once, drains its buffer once per read, caps line and event
-//! size ([`MAX_EVENT_BYTES`]), and decodes UTF-8 lossily per line as the spec requires. Property
-//! tests below prove that any split of a transcript into reads yields the same events.
+//! This decoder scans each byte once, parses complete lines straight from the read (only an
+//! unfinished tail is copied), caps line and event size ([`MAX_EVENT_BYTES`]), and decodes
+//! UTF-8 lossily per line as the spec requires. Property tests below prove that any split of a
+//! transcript into reads yields the same events.
 //!
 //! One deliberate leniency: at the end of the stream, an event whose lines all ended but which
 //! lacks the final blank line is still dispatched (the spec drops it), so a server that closes

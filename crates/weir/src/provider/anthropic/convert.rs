@@ -88,6 +88,12 @@ pub fn to_anthropic_request(
             "Anthropic needs at least one user or assistant message with content",
         ));
     }
+    // A final assistant turn is a prefill, which Anthropic rejects if it ends in whitespace.
+    if let Some((a::Role::Assistant, blocks)) = turns.last_mut()
+        && let Some(ContentBlock::Text(t)) = blocks.last_mut()
+    {
+        t.text.truncate(t.text.trim_end().len());
+    }
     if let Some(text) = req
         .response_format
         .as_ref()

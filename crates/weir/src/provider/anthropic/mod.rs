@@ -99,7 +99,7 @@ impl AnthropicProvider {
     ) -> Result<reqwest::RequestBuilder> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
-            headers.insert("x-api-key", h::secret_header("", key)?);
+            headers.insert("x-api-key", h::secret_header(&self.name, "", key)?);
         }
         forward_request_id(&mut headers, ctx);
         Ok(self.client.request(method, url.clone()).headers(headers))

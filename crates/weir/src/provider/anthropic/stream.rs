@@ -323,32 +323,8 @@ impl ChunkTranslator {
         )
     }
 
-    /// An `error` event as an error: classified like the HTTP status Anthropic would have
-    /// used (so an `overloaded_error` before any content can fail over), but once content
-    /// has reached the client only "interrupted" is honest.
     fn stream_error(&self, e: &ErrorDetail) -> Error {
-        let status = match e.kind.as_str() {
-            "invalid_request_error" => Some(400),
-            "authentication_error" => Some(401),
-            "billing_error" => Some(402),
-            "permission_error" => Some(403),
-            "not_found_error" => Some(404),
-            "request_too_large" => Some(413),
-            "rate_limit_error" => Some(429),
-            "api_error" => Some(500),
-            "timeout_error" => Some(504),
-            "overloaded_error" => Some(529),
-            _ => None,
-        };
-        match status {
-            Some(status) if !self.emitted_content => {
-                Error::from_upstream(&self.provider, status, Some(e.message.clone()), b"", None)
-            }
-            _ => Error::StreamInterrupted {
-                provider: self.provider.clone(),
-                message: format!("{}: {}", e.kind, e.message),
-            },
-        }
+        event_error(&self.provider, e, self.emitted_content)
     }
 
     fn malformed(&self, ev: &StreamEvent) -> Error {
@@ -360,6 +336,34 @@ impl ChunkTranslator {
             provider: self.provider.clone(),
             message: format!("malformed `{kind}` event in the stream"),
         }
+    }
+}
+
+/// A stream's `error` event as an error. Before any content reached the client it is
+/// classified like the HTTP status Anthropic pairs with its type (so an `overloaded_error`
+/// can still fail over); once content has flowed, only "interrupted" is honest.
+pub fn event_error(provider: &str, e: &ErrorDetail, content_started: bool) -> Error {
+    let status = match e.kind.as_str() {
+        "invalid_request_error" => Some(400),
+        "authentication_error" => Some(401),
+        "billing_error" => Some(402),
+        "permission_error" => Some(403),
+        "not_found_error" => Some(404),
+        "request_too_large" => Some(413),
+        "rate_limit_error" => Some(429),
+        "api_error" => Some(500),
+        "timeout_error" => Some(504),
+        "overloaded_error" => Some(529),
+        _ => None,
+    };
+    match status {
+        Some(status) if !content_started => {
+            Error::from_upstream(provider, status, Some(e.message.clone()), b"", None)
+        }
+        _ => Error::StreamInterrupted {
+            provider: provider.to_owned(),
+            message: format!("{}: {}", e.kind, e.message),
+        },
     }
 }
 

@@ -12,13 +12,20 @@ fn ctx(model: &str) -> CallContext {
 }
 
 fn req(text: &str) -> ChatRequest {
-    ChatRequest::new("mock/echo", vec![Message::system("be brief"), Message::user(text)])
+    ChatRequest::new(
+        "mock/echo",
+        vec![Message::system("be brief"), Message::user(text)],
+    )
 }
 
 #[tokio::test]
 async fn echo_replies_with_the_last_user_message() {
     let p = MockProvider::new("mock", MockConfig::default());
-    let out = p.chat(&req("hello world"), &ctx("echo")).await.unwrap().body;
+    let out = p
+        .chat(&req("hello world"), &ctx("echo"))
+        .await
+        .unwrap()
+        .body;
     assert_eq!(out.text(), "hello world");
     assert_eq!(out.choices[0].finish_reason, Some(FinishReason::Stop));
     let u = out.usage.unwrap();
@@ -46,7 +53,10 @@ async fn unknown_mock_model_is_not_found() {
 #[tokio::test]
 async fn stream_reassembles_to_the_same_text_and_ends_with_usage() {
     let p = MockProvider::new("mock", MockConfig::default());
-    let s = p.chat_stream(&req("one two  three"), &ctx("echo")).await.unwrap();
+    let s = p
+        .chat_stream(&req("one two  three"), &ctx("echo"))
+        .await
+        .unwrap();
     let chunks: Vec<ChatChunk> = s.stream.map(|c| c.unwrap()).collect().await;
     let text: String = chunks
         .iter()
@@ -64,7 +74,11 @@ async fn stream_reassembles_to_the_same_text_and_ends_with_usage() {
 async fn tools_are_called_with_streamed_argument_fragments() {
     let p = MockProvider::new("mock", MockConfig::default());
     let mut r = req("weather in Paris");
-    r.tools = Some(vec![Tool::function("get_weather", "Weather", json!({"type":"object"}))]);
+    r.tools = Some(vec![Tool::function(
+        "get_weather",
+        "Weather",
+        json!({"type":"object"}),
+    )]);
     let out = p.chat(&r, &ctx("echo")).await.unwrap().body;
     let call = &out.choices[0].message.tool_calls.as_ref().unwrap()[0];
     assert_eq!(call.function.name, "get_weather");
@@ -77,7 +91,10 @@ async fn tools_are_called_with_streamed_argument_fragments() {
         .iter()
         .filter_map(|c| c.choices.first())
         .filter_map(|ch| ch.delta.tool_calls.as_ref())
-        .flat_map(|tcs| tcs.iter().filter_map(|t| t.function.as_ref()?.arguments.clone()))
+        .flat_map(|tcs| {
+            tcs.iter()
+                .filter_map(|t| t.function.as_ref()?.arguments.clone())
+        })
         .collect();
     assert_eq!(args, call.function.arguments);
     assert!(chunks.len() > 4, "arguments arrive in several fragments");
@@ -122,7 +139,8 @@ async fn json_schema_gets_a_conforming_instance() {
 async fn injected_faults_from_the_request() {
     let p = MockProvider::new("mock", MockConfig::default());
     let mut r = req("x");
-    r.extra.insert("mock".into(), json!({"status": 429, "retry_after": 2}));
+    r.extra
+        .insert("mock".into(), json!({"status": 429, "retry_after": 2}));
     let err = p.chat(&r, &ctx("echo")).await.unwrap_err();
     assert_eq!(err.http_status(), 429);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
@@ -134,7 +152,10 @@ async fn injected_faults_from_the_request() {
     assert!(items[2].is_err());
 
     r.extra.insert("mock".into(), json!({"bogus": 1}));
-    assert_eq!(p.chat(&r, &ctx("echo")).await.unwrap_err().http_status(), 400);
+    assert_eq!(
+        p.chat(&r, &ctx("echo")).await.unwrap_err().http_status(),
+        400
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -474,6 +474,28 @@ fn cache_control_on_a_message_marks_its_last_block() {
 }
 
 #[test]
+fn a_prefill_loses_its_trailing_whitespace() {
+    let req = ChatRequest::new(
+        "m",
+        vec![Message::user("json please"), Message::assistant("{\n  ")],
+    );
+    assert_eq!(
+        convert(&req)["messages"][1]["content"],
+        json!([{"type": "text", "text": "{"}])
+    );
+    // Earlier assistant turns are history, left as they were.
+    let req = ChatRequest::new(
+        "m",
+        vec![
+            Message::user("a"),
+            Message::assistant("b "),
+            Message::user("c"),
+        ],
+    );
+    assert_eq!(convert(&req)["messages"][1]["content"][0]["text"], "b ");
+}
+
+#[test]
 fn only_system_messages_is_an_error() {
     let req = ChatRequest::new("m", vec![Message::system("alone")]);
     assert_eq!(err_param(&req).as_deref(), Some("messages"));

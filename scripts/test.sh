@@ -20,6 +20,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 STAGES="${WEIR_TEST_STAGES:-build rust python node}"
+
+# Debian packages any stage needs (cargo tests included), installed with apt-get when missing.
+# Add to this list, e.g. SYSTEM_PACKAGES=(redis-server).
+SYSTEM_PACKAGES=()
 VENV="${WEIR_TEST_VENV:-$ROOT/.venv-test}"
 PY_REQS="$ROOT/tests/sdk/python/requirements.txt"
 NODE_DIR="$ROOT/tests/sdk/node"
@@ -157,13 +161,17 @@ ensure_node_env() {
 
 have cargo || die "cargo not found: install the Rust toolchain (rust-version in Cargo.toml)"
 
-if want python || want node; then
-  stage_begin setup "test dependencies"
-  # System packages the tests need go here, e.g.: ensure_system_packages redis-server
-  want python && ensure_python_env
-  want node && { ensure_python_env; ensure_node_env; } # the Node runner uses tests/sdk/harness.py
-  stage_end
+stage_begin setup "test dependencies"
+if [[ ${#SYSTEM_PACKAGES[@]} -gt 0 ]]; then
+  ensure_system_packages "${SYSTEM_PACKAGES[@]}"
 fi
+if want python || want node; then
+  ensure_python_env # the Node runner uses tests/sdk/harness.py too
+fi
+if want node; then
+  ensure_node_env
+fi
+stage_end
 
 if want build; then
   stage_begin build "cargo build --workspace --all-targets --locked"

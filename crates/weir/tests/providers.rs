@@ -568,8 +568,9 @@ async fn pooled_connection_is_reused(d: Dialect) {
         let s = p.chat_stream(&request("hi"), &ctx()).await.unwrap();
         let (_, err) = collect(s.stream).await;
         assert!(err.is_none());
-        // The end of the body is read in the background; give it a moment.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // hyper's connection task reads the body's end and pools the connection on its own
+        // time; give it a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     p.chat(&request("hi"), &ctx()).await.unwrap();
     assert_eq!(

@@ -348,7 +348,12 @@ async fn read_limited(
     limit: usize,
     until: Instant,
 ) -> std::result::Result<(Bytes, bool), ReadError> {
-    let mut buf = BytesMut::new();
+    // Content-Length (when sent) sizes the buffer once; a lying one only costs a regrowth.
+    let hint = resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(hint.min(limit));
     loop {
         match tokio::time::timeout_at(until, resp.chunk()).await {
             Err(_) => return Err(ReadError::Deadline),

@@ -1,0 +1,278 @@
+//! The gateway in front of fake upstreams speaking the providers' real wire formats:
+//! native Anthropic pass-through, translation to an OpenAI upstream, key hygiene.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{Gateway, sse_events};
+use serde_json::{Value, json};
+use weir_test_support::{FakeUpstream, Reply, anthropic, openai};
+
+async fn gateway_with(fake_anthropic: &FakeUpstream, fake_openai: &FakeUpstream) -> Gateway {
+    Gateway::start(&format!(
+        "  api_keys: [\"gw-key\"]\nretry:\n  max_retries: 0\nproviders:\n  claude:\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant-upstream\n  oai:\n    kind: openai\n    base_url: {}\n    api_key: sk-oai-upstream\n",
+        fake_anthropic.v1(),
+        fake_openai.v1()
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn messages_pass_through_natively_to_anthropic() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    fa.push(Reply::json(anthropic::thinking_message(
+        "claude-sonnet-4-5",
+        "hmm",
+        "Paris",
+    )));
+    let body = json!({
+        "model": "claude/claude-sonnet-4-5", "max_tokens": 100,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "top_k": 5,
+        "messages": [{"role": "user", "content": "capital of France?"}]
+    });
+    let res = gw
+        .post("/v1/messages")
+        .header("x-api-key", "gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let msg: Value = res.json().await.unwrap();
+    assert_eq!(msg["content"][0]["type"], "thinking");
+    assert_eq!(msg["content"][1]["text"], "Paris");
+
+    let sent = fa.last_request().unwrap();
+    assert!(sent.path.ends_with("/v1/messages"), "{}", sent.path);
+    assert_eq!(sent.header("x-api-key"), Some("sk-ant-upstream"));
+    assert!(sent.header("anthropic-version").is_some());
+    let upstream_body = sent.json().unwrap();
+    assert_eq!(upstream_body["model"], "claude-sonnet-4-5");
+    assert_eq!(
+        upstream_body["top_k"], 5,
+        "Anthropic-only fields pass through natively"
+    );
+    assert_eq!(upstream_body["thinking"]["budget_tokens"], 1024);
+    assert!(
+        !sent.everything().contains("gw-key"),
+        "the gateway key never travels upstream"
+    );
+}
+
+#[tokio::test]
+async fn native_stream_events_are_forwarded_in_order() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    let transcript = anthropic::tool_use_stream(
+        "claude-sonnet-4-5",
+        "toolu_1",
+        "get_weather",
+        &["{\"ci", "ty\": \"Par", "is\"}"],
+    );
+    fa.push(Reply::sse(transcript.clone()).awkward());
+    let body = json!({"model": "claude/claude-sonnet-4-5", "max_tokens": 100, "stream": true,
+                      "messages": [{"role": "user", "content": "weather?"}]});
+    let text = gw
+        .post("/v1/messages")
+        .bearer_auth("gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let got: Vec<(Option<String>, Value)> = sse_events(&text)
+        .into_iter()
+        .map(|(e, d)| (e, serde_json::from_str(&d).unwrap()))
+        .collect();
+    let want: Vec<(Option<String>, Value)> = sse_events(&transcript)
+        .into_iter()
+        .map(|(e, d)| (e, serde_json::from_str(&d).unwrap()))
+        .collect();
+    assert_eq!(got, want, "native events pass through unchanged");
+
+    // Streamed usage is counted.
+    let status: Value = gw
+        .get("/status")
+        .bearer_auth("gw-key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = status["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "claude/claude-sonnet-4-5")
+        .unwrap();
+    assert_eq!(m["calls"], 1);
+    assert!(m["completion_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn chat_completions_through_the_anthropic_adapter() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    fa.push(Reply::sse(anthropic::text_stream("claude-sonnet-4-5", &["Hel", "lo!"])).awkward());
+    let body = json!({"model": "claude/claude-sonnet-4-5", "stream": true,
+                      "stream_options": {"include_usage": true},
+                      "messages": [{"role": "system", "content": "terse"}, {"role": "user", "content": "hi"}]});
+    let text = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&text);
+    assert_eq!(events.last().unwrap().1, "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello!");
+    assert!(
+        chunks.last().unwrap()["usage"]["prompt_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let sent = fa.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["system"].to_string().contains("terse"), true);
+    assert!(
+        sent["max_tokens"].as_u64().is_some(),
+        "max_tokens defaulted for Anthropic"
+    );
+}
+
+#[tokio::test]
+async fn messages_translated_to_an_openai_upstream() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    fo.push(
+        Reply::sse(openai::tool_call_stream(
+            "gpt-4o",
+            "call_1",
+            "get_weather",
+            &["{\"city\":", "\"Paris\"}"],
+        ))
+        .awkward(),
+    );
+    let body = json!({"model": "oai/gpt-4o", "max_tokens": 100, "stream": true,
+                      "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+                      "messages": [{"role": "user", "content": "weather?"}]});
+    let text = gw
+        .post("/v1/messages")
+        .bearer_auth("gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&text);
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(names[0], "message_start");
+    assert_eq!(*names.last().unwrap(), "message_stop");
+    let start = events
+        .iter()
+        .find(|(e, _)| e.as_deref() == Some("content_block_start"))
+        .unwrap();
+    let start: Value = serde_json::from_str(&start.1).unwrap();
+    assert_eq!(start["content_block"]["type"], "tool_use");
+    assert_eq!(start["content_block"]["name"], "get_weather");
+    let json: String = events
+        .iter()
+        .filter(|(e, _)| e.as_deref() == Some("content_block_delta"))
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["delta"]["partial_json"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&json).unwrap(),
+        json!({"city": "Paris"})
+    );
+    let delta: Value = serde_json::from_str(&events[events.len() - 2].1).unwrap();
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+
+    let sent = fo.last_request().unwrap();
+    assert_eq!(sent.header("authorization"), Some("Bearer sk-oai-upstream"));
+    assert_eq!(
+        sent.json().unwrap()["stream_options"]["include_usage"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn upstream_errors_pass_through_with_status_and_retry_after() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    fo.push(
+        Reply::error(
+            429,
+            openai::error(
+                "Rate limit reached",
+                "requests",
+                Some("rate_limit_exceeded"),
+            ),
+        )
+        .header("retry-after", "3"),
+    );
+    let res = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("gw-key")
+        .json(&json!({"model": "oai/gpt-4o", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["retry-after"], "3");
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Rate limit reached")
+    );
+    assert!(!v.to_string().contains("sk-oai-upstream"));
+
+    fa.push(Reply::error(
+        529,
+        anthropic::error("overloaded_error", "Overloaded"),
+    ));
+    let res = gw
+        .post("/v1/messages")
+        .bearer_auth("gw-key")
+        .json(&json!({"model": "claude/claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 529);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error");
+}

@@ -35,12 +35,16 @@
 //! # }
 //! ```
 
+pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod messages;
+pub mod pool;
 pub mod pricing;
 pub mod provider;
+pub mod retry;
+pub mod router;
 pub mod tokens;
 
 pub use client::{

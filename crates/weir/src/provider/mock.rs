@@ -125,8 +125,7 @@ impl MockProvider {
             let status = d.status.unwrap_or(faults.error_status);
             let retry_after = d
                 .retry_after
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
                 .or(faults.retry_after);
             let message = d
                 .message

@@ -43,6 +43,9 @@ pub struct ApiError {
     pub code: Option<&'static str>,
     pub retry_after: Option<Duration>,
     pub flavor: Flavor,
+    /// Close the connection after this answer: set when answering before the request body was
+    /// read, since the unread body would otherwise be parsed as the next request.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -55,7 +58,13 @@ impl ApiError {
             code: None,
             retry_after: None,
             flavor: Flavor::OpenAi,
+            close: false,
         }
+    }
+
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -107,6 +116,7 @@ impl ApiError {
             code,
             retry_after: err.retry_after(),
             flavor,
+            close: false,
         }
     }
 

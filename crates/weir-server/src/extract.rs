@@ -41,7 +41,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     "unsupported content type `{content_type}`: send the body as application/json"
                 ),
             )
-            .flavor(flavor));
+            .flavor(flavor)
+            .closing());
         }
         let limit = state.body_limit;
         let bytes = axum::body::to_bytes(req.into_body(), limit)
@@ -60,6 +61,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                     )
                     .with_code("request_too_large")
                     .flavor(flavor)
+                    .closing()
                 } else {
                     ApiError::bad_request(format!("could not read the request body: {e}"))
                         .flavor(flavor)
@@ -83,8 +85,8 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, Api
         ))
         .flavor(flavor));
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = if inner.is_syntax() || inner.is_eof() {
@@ -99,7 +101,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, Api
             err = err.with_param(path);
         }
         err
-    })
+    })?;
+    // One JSON value and nothing after it (whitespace aside): `{...} garbage` is malformed.
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")).flavor(flavor))?;
+    Ok(value)
 }
 
 /// axum re-exports no name for the length-limit error; match it through http-body-util's.

@@ -69,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(routes::ops::ready))
         .route("/status", get(routes::ops::status))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::auth,
@@ -89,6 +90,21 @@ async fn not_found(req: axum::extract::Request) -> axum::response::Response {
         format!("no route for {} {path}: weir serves /v1/chat/completions, /v1/embeddings, /v1/models, /v1/messages", req.method()),
     )
     .flavor(Flavor::for_path(&path))
+    .into_response()
+}
+
+async fn method_not_allowed(req: axum::extract::Request) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!(
+            "{} is not allowed on {path}; see the API reference for the right method",
+            req.method()
+        ),
+    )
+    .flavor(Flavor::for_path(&path))
+    .closing()
     .into_response()
 }
 

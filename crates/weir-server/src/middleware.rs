@@ -111,6 +111,7 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
         )
         .with_code("invalid_api_key")
         .flavor(flavor)
+        .closing()
         .into_response(),
         None => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -119,6 +120,7 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
         )
         .with_code("invalid_api_key")
         .flavor(flavor)
+        .closing()
         .into_response(),
     }
 }

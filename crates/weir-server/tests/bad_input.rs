@@ -51,6 +51,7 @@ async fn malformed_requests_get_4xx_in_the_route_shape() {
         case("unknown role", chat, br#"{"model":"mock/echo","messages":[{"role":"wizard","content":"x"}]}"#, 400, "role"),
         case("unknown model", chat, br#"{"model":"nowhere/nothing","messages":[{"role":"user","content":"x"}]}"#, 404, "not found"),
         case("bad utf-8", chat, b"{\"model\":\"mock/echo\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}", 400, "UTF-8"),
+        case("trailing garbage", chat, br#"{"model":"mock/echo","messages":[{"role":"user","content":"x"}]} garbage"#, 400, "malformed JSON"),
         case("oversized", chat, &[b' '; 8192], 413, "limit"),
         case("tool without id", chat, br#"{"model":"mock/echo","messages":[{"role":"tool","content":"x"}]}"#, 400, "tool_call_id"),
         case("temperature out of range", chat, br#"{"model":"mock/echo","messages":[{"role":"user","content":"x"}],"temperature":9}"#, 400, "temperature"),
@@ -104,4 +105,13 @@ async fn malformed_requests_get_4xx_in_the_route_shape() {
     assert_eq!(res.status(), 200);
     let res = gw.get("/nope").send().await.unwrap();
     assert_eq!(res.status(), 404);
+    let res = gw.get("/v1/chat/completions").send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    let v: Value = res.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not allowed")
+    );
 }

@@ -276,3 +276,41 @@ async fn upstream_errors_pass_through_with_status_and_retry_after() {
     let v: Value = res.json().await.unwrap();
     assert_eq!(v["error"]["type"], "overloaded_error");
 }
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    let pieces: Vec<String> = (0..200).map(|i| format!("w{i} ")).collect();
+    let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    fo.push(
+        Reply::sse(openai::text_stream("gpt-4o", &refs))
+            .chunked(weir_test_support::Chunking::Every(64))
+            .chunk_delay(std::time::Duration::from_millis(20)),
+    );
+    let body = json!({"model": "oai/gpt-4o", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let mut res = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let first = res.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    drop(res);
+    let mut abandoned = 0;
+    for _ in 0..200 {
+        abandoned = fo.abandoned_streams();
+        if abandoned == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        abandoned, 1,
+        "the upstream stream was cancelled, not read to its end"
+    );
+}

@@ -284,6 +284,8 @@ struct Shared {
     script: Mutex<Script>,
     /// TCP connections accepted, to assert that clients reuse pooled connections.
     connections: AtomicUsize,
+    /// Streamed bodies the client stopped reading before their scripted end.
+    abandoned: Arc<AtomicUsize>,
     requests: Mutex<Vec<Recorded>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -318,6 +320,7 @@ impl FakeUpstream {
         let shared = Arc::new(Shared {
             script: Mutex::new(Script::default()),
             connections: AtomicUsize::new(0),
+            abandoned: Arc::new(AtomicUsize::new(0)),
             requests: Mutex::new(Vec::new()),
             shutdown: shutdown_rx,
         });
@@ -394,6 +397,12 @@ impl FakeUpstream {
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
     }
+
+    /// Streamed replies whose client went away before the scripted end: proof that a
+    /// downstream disconnect cancelled the upstream request.
+    pub fn abandoned_streams(&self) -> usize {
+        self.shared.abandoned.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FakeUpstream {
@@ -454,7 +463,7 @@ async fn handle(
             _ = shutdown.wait_for(|down| *down) => {}
         }
     }
-    build(reply, shutdown)
+    build(reply, shutdown, shared.abandoned.clone())
 }
 
 fn plain(status: u16, text: String) -> Response {
@@ -463,14 +472,14 @@ fn plain(status: u16, text: String) -> Response {
     resp
 }
 
-fn build(reply: Reply, shutdown: watch::Receiver<bool>) -> Response {
+fn build(reply: Reply, shutdown: watch::Receiver<bool>, abandoned: Arc<AtomicUsize>) -> Response {
     let simple = reply.chunking == Chunking::Whole
         && reply.ending == Ending::Complete
         && reply.chunk_delay.is_zero();
     let body = if simple {
         Body::from(reply.body.clone())
     } else {
-        streamed(&reply, shutdown)
+        streamed(&reply, shutdown, abandoned)
     };
     let mut resp = Response::new(body);
     *resp.status_mut() =
@@ -487,7 +496,7 @@ fn build(reply: Reply, shutdown: watch::Receiver<bool>) -> Response {
 }
 
 /// The scripted writes, then the scripted ending.
-fn streamed(reply: &Reply, shutdown: watch::Receiver<bool>) -> Body {
+fn streamed(reply: &Reply, shutdown: watch::Receiver<bool>, abandoned: Arc<AtomicUsize>) -> Body {
     let limit = match reply.ending {
         Ending::Complete => reply.body.len(),
         Ending::CutAfter(n) | Ending::StallAfter(n) => n.min(reply.body.len()),
@@ -500,6 +509,15 @@ fn streamed(reply: &Reply, shutdown: watch::Receiver<bool>) -> Body {
         shutdown: watch::Receiver<bool>,
         first: bool,
         ended: bool,
+        abandoned: Arc<AtomicUsize>,
+    }
+    impl Drop for St {
+        fn drop(&mut self) {
+            // Dropped with chunks left to send: the client hung up (or cancelled) mid-body.
+            if !self.ended && !self.chunks.is_empty() {
+                self.abandoned.fetch_add(1, Ordering::SeqCst);
+            }
+        }
     }
     let st = St {
         chunks: chunks.into(),
@@ -508,6 +526,7 @@ fn streamed(reply: &Reply, shutdown: watch::Receiver<bool>) -> Body {
         shutdown,
         first: true,
         ended: false,
+        abandoned,
     };
     let stream = futures::stream::unfold(st, |mut st| async move {
         if st.ended {

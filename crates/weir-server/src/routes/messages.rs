@@ -93,6 +93,13 @@ pub async fn count_tokens(
     if let Err(e) = state.client.resolve(&req.model) {
         return ApiError::from_weir(&e, Flavor::Anthropic).into_response();
     }
+    if state.client.model(&req.model).is_none() {
+        let e = weir::Error::ModelNotFound {
+            model: req.model.clone(),
+            hint: "GET /v1/models lists the available models".into(),
+        };
+        return ApiError::from_weir(&e, Flavor::Anthropic).into_response();
+    }
     match weir::messages::to_chat_request(&req) {
         Ok(chat) => {
             json_response(&json!({ "input_tokens": weir::tokens::count_request_tokens(&chat) }))

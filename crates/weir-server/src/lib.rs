@@ -10,7 +10,8 @@
 //!   `GET /v1/models`, `GET /v1/models/{id}`;
 //! - `POST /v1/messages` (Anthropic Messages, native to Anthropic, translated otherwise) and
 //!   `POST /v1/messages/count_tokens`;
-//! - `GET /health`, `GET /ready`, `GET /status`.
+//! - `GET /health`, `GET /ready`, `GET /status`;
+//! - `POST /admin/circuits/reset` (behind the gateway keys).
 //!
 //! Middleware, outer -> inner: panic catch -> request id -> access log -> auth -> handler.
 
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(routes::ops::health))
         .route("/ready", get(routes::ops::ready))
         .route("/status", get(routes::ops::status))
+        .route("/admin/circuits/reset", post(routes::admin::reset_circuits))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

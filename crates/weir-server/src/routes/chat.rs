@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
-use weir::CallOptions;
 use weir_types::chat::{ChatChunk, ChatRequest};
 
 use super::{json_response, meta_headers};
@@ -20,6 +19,7 @@ use crate::state::AppState;
 pub async fn completions(
     State(state): State<AppState>,
     Extension(RequestId(id)): Extension<RequestId>,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Response {
     let started = Instant::now();
@@ -27,10 +27,7 @@ pub async fn completions(
     if state.log_bodies {
         tracing::debug!(request_id = %id, body = ?req, "chat request body");
     }
-    let opts = CallOptions {
-        request_id: Some(id.clone()),
-        timeout: None,
-    };
+    let opts = super::call_options(&id, &headers);
     let served = |provider: &str| Served {
         model: model.clone(),
         provider: provider.to_owned(),

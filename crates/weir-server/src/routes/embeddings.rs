@@ -5,7 +5,6 @@ use std::time::Instant;
 use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use weir::CallOptions;
 use weir_types::embeddings::EmbeddingsRequest;
 
 use super::{json_response, meta_headers};
@@ -17,14 +16,12 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     Extension(RequestId(id)): Extension<RequestId>,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
 ) -> Response {
     let started = Instant::now();
     let model = req.model.clone();
-    let opts = CallOptions {
-        request_id: Some(id),
-        timeout: None,
-    };
+    let opts = super::call_options(&id, &headers);
     match state.client.embed_with(req, &opts).await {
         Ok(done) => {
             let mut res = json_response(&done.response);

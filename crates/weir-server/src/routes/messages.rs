@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
-use weir::CallOptions;
 use weir_types::anthropic::{MessagesRequest, StreamEvent};
 
 use super::{json_response, meta_headers};
@@ -24,6 +23,7 @@ use crate::state::AppState;
 pub async fn create(
     State(state): State<AppState>,
     Extension(RequestId(id)): Extension<RequestId>,
+    headers: axum::http::HeaderMap,
     JsonBody(req): JsonBody<MessagesRequest>,
 ) -> Response {
     let started = Instant::now();
@@ -31,10 +31,7 @@ pub async fn create(
     if state.log_bodies {
         tracing::debug!(request_id = %id, body = ?req, "messages request body");
     }
-    let opts = CallOptions {
-        request_id: Some(id.clone()),
-        timeout: None,
-    };
+    let opts = super::call_options(&id, &headers);
     let served = |provider: &str| Served {
         model: model.clone(),
         provider: provider.to_owned(),

@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per API surface.
 
+pub mod admin;
 pub mod chat;
 pub mod embeddings;
 pub mod messages;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use weir::CallOptions;
 use weir::ResponseMeta;
 
 /// A 200 JSON response serialised in one go.
@@ -57,5 +59,20 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     );
     if let Some(cost) = meta.cost_usd {
         put("x-weir-cost-usd", cost.normalize().to_string());
+    }
+}
+
+/// Per-call options from the request: its id, and `x-weir-priority` (0-255, higher first)
+/// for queueing when upstream keys are out of capacity.
+pub fn call_options(request_id: &str, headers: &HeaderMap) -> CallOptions {
+    let priority = headers
+        .get("x-weir-priority")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    CallOptions {
+        request_id: Some(request_id.to_owned()),
+        timeout: None,
+        priority,
     }
 }

@@ -28,5 +28,6 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "uptime_seconds": status.uptime_seconds,
         "models": status.models,
         "keys": status.keys,
+        "deployments": status.deployments,
     }))
 }

@@ -152,8 +152,12 @@ async fn injected_faults_from_the_request() {
     assert!(items[2].is_err());
 
     // Absurd hints are ignored, never a panic.
-    r.extra.insert("mock".into(), json!({"status": 503, "retry_after": 1e300}));
-    assert_eq!(p.chat(&r, &ctx("echo")).await.unwrap_err().retry_after(), None);
+    r.extra
+        .insert("mock".into(), json!({"status": 503, "retry_after": 1e300}));
+    assert_eq!(
+        p.chat(&r, &ctx("echo")).await.unwrap_err().retry_after(),
+        None
+    );
 
     r.extra.insert("mock".into(), json!({"bogus": 1}));
     assert_eq!(

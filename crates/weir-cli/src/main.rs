@@ -80,12 +80,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
             println!(
-                "{source}: OK ({} provider{}: {}; {} alias{})",
+                "{source}: OK ({} provider{}: {}; {} named model{})",
                 providers.len(),
                 if providers.len() == 1 { "" } else { "s" },
                 providers.join(", "),
-                config.aliases.len(),
-                if config.aliases.len() == 1 { "" } else { "es" },
+                config.groups.len(),
+                if config.groups.len() == 1 { "" } else { "s" },
             );
             Ok(ExitCode::SUCCESS)
         }

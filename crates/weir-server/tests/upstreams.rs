@@ -154,7 +154,7 @@ async fn chat_completions_through_the_anthropic_adapter() {
             > 0
     );
     let sent = fa.last_request().unwrap().json().unwrap();
-    assert_eq!(sent["system"].to_string().contains("terse"), true);
+    assert!(sent["system"].to_string().contains("terse"));
     assert!(
         sent["max_tokens"].as_u64().is_some(),
         "max_tokens defaulted for Anthropic"

@@ -15,13 +15,14 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use weir_types::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
-use weir_types::chat::{StreamOptions, Usage};
+use weir_types::chat::{ChatChunk, StreamOptions, Usage};
 
 use super::stream::StreamSummary;
-use super::{CallOptions, Client, ResponseMeta, Route, bound_by_deadline};
+use super::{CallOptions, Client, ResponseMeta, Route, bound_by_deadline, with_first_item};
 use crate::error::Result;
 use crate::messages::{EventTranslator, to_chat_request, to_messages_response};
 use crate::provider::anthropic::convert::usage_to_canonical;
+use crate::provider::{Upstream, UpstreamStream};
 
 /// A Messages API answer and its metadata.
 #[derive(Debug, Clone)]
@@ -41,46 +42,51 @@ impl Client {
         mut req: MessagesRequest,
         opts: &CallOptions,
     ) -> Result<MessagesOutcome> {
-        let route = self.resolve(&req.model)?;
-        let reg = self.registered(&route)?;
-        if !reg.provider.speaks_anthropic_messages() {
-            let requested = req.model.clone();
-            let mut chat = translated(&req)?;
-            chat.stream = None;
-            let done = self.chat_with(chat, opts).await?;
-            let response = to_messages_response(&done.response, &requested);
-            return Ok(MessagesOutcome {
-                response,
-                meta: done.meta,
-            });
-        }
-        let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
+        let requested_model = req.model.clone();
         req.stream = None;
         if req.max_tokens.is_none() {
             req.max_tokens = Some(self.inner.config.defaults.max_tokens);
         }
+        // Translated once, used by every deployment that does not speak Anthropic natively.
+        let mut chat = translated(&req)?;
+        chat.stream = None;
+        chat.stream_options = None;
         let started = Instant::now();
-        let deadline = self.deadline(opts);
-        let req = &req;
-        let (up, attempts, key_id) = self
-            .with_retries(&route, reg, opts, started, deadline, |ctx| async move {
-                reg.provider.messages(req, &ctx).await
+        let job = self.job(&requested_model, self.demand(&chat), opts, started);
+        let (req, chat, model) = (&req, &chat, requested_model.as_str());
+        let served = self
+            .execute(&job, |p, ctx| async move {
+                if p.speaks_anthropic_messages() {
+                    return p.messages(req, &ctx).await;
+                }
+                let up = p.chat(chat, &ctx).await?;
+                Ok(Upstream {
+                    body: to_messages_response(&up.body, model),
+                    meta: up.meta,
+                })
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
+        let up = served.value;
         let usage = usage_to_canonical(&up.body.usage);
+        if let Some(lease) = served.lease {
+            lease.settle(usage.prompt_tokens, usage.completion_tokens);
+        }
         let meta = self.meta(
-            requested_model,
-            &route,
+            requested_model.clone(),
+            &served.route,
             opts,
             started,
-            attempts,
+            served.attempts,
             Some(usage),
-            key_id,
+            served.key_id,
             up.meta.rate_limit,
         );
-        self.inner
-            .stats
-            .record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
+        self.inner.stats.record_success(
+            &served.route.qualified(),
+            meta.usage.as_ref(),
+            meta.cost_usd,
+        );
         Ok(MessagesOutcome {
             response: up.body,
             meta,
@@ -98,85 +104,90 @@ impl Client {
         mut req: MessagesRequest,
         opts: &CallOptions,
     ) -> Result<MessagesStream> {
-        let route = self.resolve(&req.model)?;
-        let reg = self.registered(&route)?;
-        if !reg.provider.speaks_anthropic_messages() {
-            let requested = req.model.clone();
-            let mut chat = translated(&req)?;
-            chat.stream = Some(true);
-            // The translator needs the usage chunk for message_delta's usage.
-            chat.stream_options = Some(StreamOptions {
-                include_usage: Some(true),
-                extra: Default::default(),
-            });
-            let chunks = self.chat_stream_with(chat, opts).await?;
-            let meta = chunks.meta().clone();
-            let summary = chunks.summary_handle();
-            let message_id = if meta.request_id.is_empty() {
-                format!("msg_{:016x}", fastrand::u64(..))
-            } else {
-                format!("msg_{}", meta.request_id.trim_start_matches("req_"))
-            };
-            let translator = EventTranslator::new(&requested, message_id);
-            // Chunks in, events out; the translator closes the message when chunks end. An
-            // error ends the stream (the server renders it as an `error` event).
-            let events = futures::stream::unfold(Some((chunks, translator)), |state| async move {
-                let (mut chunks, mut tr) = state?;
-                match chunks.next().await {
-                    Some(Ok(chunk)) => {
-                        let evs: Vec<Result<StreamEvent>> =
-                            tr.on_chunk(&chunk).into_iter().map(Ok).collect();
-                        Some((evs, Some((chunks, tr))))
-                    }
-                    Some(Err(e)) => Some((vec![Err(e)], None)),
-                    None => Some((tr.finish().into_iter().map(Ok).collect(), None)),
-                }
-            })
-            .flat_map(futures::stream::iter)
-            .boxed();
-            return Ok(MessagesStream {
-                inner: events,
-                meta,
-                tally: None,
-                summary,
-            });
-        }
-        let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
+        let requested_model = req.model.clone();
         req.stream = Some(true);
         if req.max_tokens.is_none() {
             req.max_tokens = Some(self.inner.config.defaults.max_tokens);
         }
+        let mut chat = translated(&req)?;
+        chat.stream = Some(true);
+        // The translator needs the usage chunk for message_delta's usage.
+        chat.stream_options = Some(StreamOptions {
+            include_usage: Some(true),
+            extra: Default::default(),
+        });
         let started = Instant::now();
-        let deadline = self.deadline(opts);
-        let req = &req;
-        let (up, attempts, key_id) = self
-            .with_retries(&route, reg, opts, started, deadline, |ctx| async move {
-                reg.provider.messages_stream(req, &ctx).await
+        let demand = self.demand(&chat);
+        let job = self.job(&requested_model, demand, opts, started);
+        let message_id = match opts.request_id.as_deref() {
+            Some(id) if !id.is_empty() => format!("msg_{}", id.trim_start_matches("req_")),
+            _ => format!("msg_{:016x}", fastrand::u64(..)),
+        };
+        let (req, chat, model, message_id) =
+            (&req, &chat, requested_model.as_str(), message_id.as_str());
+        let served = self
+            .execute(&job, |p, ctx| async move {
+                if p.speaks_anthropic_messages() {
+                    let up = p.messages_stream(req, &ctx).await?;
+                    return with_first_item(up, p.name()).await;
+                }
+                let up = with_first_item(p.chat_stream(chat, &ctx).await?, p.name()).await?;
+                Ok(UpstreamStream {
+                    stream: translate_stream(
+                        up.stream,
+                        EventTranslator::new(model, message_id.to_owned()),
+                    ),
+                    meta: up.meta,
+                })
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
+        let up = served.value;
         let meta = self.meta(
-            requested_model,
-            &route,
+            requested_model.clone(),
+            &served.route,
             opts,
             started,
-            attempts,
+            served.attempts,
             None,
-            key_id,
+            served.key_id,
             up.meta.rate_limit.clone(),
         );
-        let summary = Arc::new(OnceLock::new());
         Ok(MessagesStream {
-            inner: bound_by_deadline(up.stream, &route, started, deadline),
+            inner: bound_by_deadline(up.stream, &served.route, started, job.deadline),
             meta,
             tally: Some(Tally {
                 client: self.clone(),
-                route,
+                route: served.route,
                 usage: None,
                 settled: false,
+                lease: served.lease,
             }),
-            summary,
+            summary: Arc::new(OnceLock::new()),
         })
     }
+}
+
+/// Canonical chunks in, Anthropic events out; the translator closes the message when the
+/// chunks end. An error ends the stream (the server renders it as an `error` event).
+fn translate_stream(
+    chunks: BoxStream<'static, Result<ChatChunk>>,
+    translator: EventTranslator,
+) -> BoxStream<'static, Result<StreamEvent>> {
+    futures::stream::unfold(Some((chunks, translator)), |state| async move {
+        let (mut chunks, mut tr) = state?;
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                let evs: Vec<Result<StreamEvent>> =
+                    tr.on_chunk(&chunk).into_iter().map(Ok).collect();
+                Some((evs, Some((chunks, tr))))
+            }
+            Some(Err(e)) => Some((vec![Err(e)], None)),
+            None => Some((tr.finish().into_iter().map(Ok).collect(), None)),
+        }
+    })
+    .flat_map(futures::stream::iter)
+    .boxed()
 }
 
 /// The canonical form of a Messages request. weir's own `mock` directive travels along, so
@@ -195,6 +206,7 @@ struct Tally {
     route: Route,
     usage: Option<Usage>,
     settled: bool,
+    lease: Option<crate::pool::Lease>,
 }
 
 /// Anthropic stream events, with accounting that survives an early drop.
@@ -230,6 +242,9 @@ impl MessagesStream {
         }
         t.settled = true;
         let usage = t.usage.take();
+        if let (Some(lease), Some(u)) = (t.lease.take(), usage.as_ref()) {
+            lease.settle(u.prompt_tokens, u.completion_tokens);
+        }
         let cost =
             t.client
                 .record_stream_end(&t.route, usage.as_ref(), !completed && usage.is_none());
@@ -264,11 +279,21 @@ impl Stream for MessagesStream {
                             t.usage = Some(usage_to_canonical(&message.usage));
                         }
                         StreamEvent::MessageDelta { usage, .. } => {
-                            // message_delta usage is cumulative output; input stays from start.
-                            let out = usage.output_tokens;
+                            // message_delta's usage is cumulative; newer API versions (and
+                            // weir's translator) repeat the input counts there too.
                             let u = t.usage.get_or_insert_with(Usage::default);
-                            u.completion_tokens = out;
-                            u.total_tokens = u.prompt_tokens + out;
+                            if let Some(input) = usage.input_tokens {
+                                let full = weir_types::anthropic::Usage {
+                                    input_tokens: input,
+                                    output_tokens: usage.output_tokens,
+                                    cache_creation_input_tokens: usage.cache_creation_input_tokens,
+                                    cache_read_input_tokens: usage.cache_read_input_tokens,
+                                    extra: Default::default(),
+                                };
+                                *u = usage_to_canonical(&full);
+                            }
+                            u.completion_tokens = usage.output_tokens;
+                            u.total_tokens = u.prompt_tokens + usage.output_tokens;
                         }
                         _ => {}
                     }

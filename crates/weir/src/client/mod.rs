@@ -1,20 +1,18 @@
 //! [`Client`]: the one entry point of the library, shared by the gateway and the CLI.
 //!
 //! A client owns the validated config, a registry of providers (`Arc<dyn Provider>`, one pooled
-//! HTTP client each), the per-key rate-limit state last seen, and the counters behind `/status`.
-//! Cloning is cheap (an `Arc`).
+//! HTTP client each) with their key pools, the deployment groups with their circuit breakers,
+//! one retry budget, and the counters behind `/status`. Cloning is cheap (an `Arc`).
 //!
-//! Each call: resolve the model (alias, `provider/model`, default provider) -> pick the next key
-//! of the provider -> call it within one deadline (`defaults.request_timeout`), retrying
-//! retryable failures with exponential backoff and full jitter, honouring the upstream's
-//! Retry-After when it fits the deadline -> price the usage -> count it.
-//! Streams are retried only before the first chunk; once a chunk is out, a failure ends the
-//! stream with an error item.
+//! Each call: resolve the model to its deployment group -> the engine ([`engine`]) tries
+//! deployments within one deadline (breakers, key reservations, retries, failover, hedging,
+//! fallbacks) -> price the usage -> settle the key reservation -> count it. Streams are retried
+//! only before their first chunk; once a chunk is out, a failure ends the stream with an error
+//! item, and the accounting still happens when the stream ends or is dropped.
 
 mod blocking;
-mod keys;
+mod engine;
 mod messages;
-mod retry;
 pub mod route;
 mod stats;
 mod stream;
@@ -27,29 +25,32 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::future::Future;
 use tokio::time::Instant;
 use weir_types::chat::{ChatRequest, ChatResponse, Usage};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 use weir_types::models::Model;
 
 pub use blocking::BlockingClient;
-pub use keys::KeyStatus;
 pub use messages::{MessagesOutcome, MessagesStream};
 pub use route::Route;
 pub use stats::ModelTotals;
 pub use stream::{ChatStream, StreamSummary};
 
+use crate::breaker::BreakerSnapshot;
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, Result};
+use crate::pool::{Demand, KeyPool, PooledKey};
 use crate::provider::anthropic::AnthropicProvider;
 use crate::provider::mock::MockProvider;
 use crate::provider::openai::OpenAiProvider;
-use crate::provider::{
-    CallContext, RateLimitSnapshot, SharedProvider, Upstream, UpstreamMeta, UpstreamStream,
-};
-use keys::KeyRing;
+use crate::provider::{RateLimitSnapshot, SharedProvider};
+use crate::retry::RetryBudget;
+use crate::router::DeploymentSnapshot;
+use engine::{Groups, Job};
 use stats::Stats;
+
+/// Output tokens reserved on a key when the request sets no cap; settled to the real count.
+const DEFAULT_OUTPUT_RESERVATION: u64 = 1024;
 
 /// What weir knows about one answered call.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +101,8 @@ pub struct CallOptions {
     pub request_id: Option<String>,
     /// Overrides `defaults.request_timeout` for this call.
     pub timeout: Option<Duration>,
+    /// Queue priority when keys are out of capacity: higher goes first (FIFO within one).
+    pub priority: u8,
 }
 
 /// Everything `/status` reports.
@@ -107,20 +110,34 @@ pub struct CallOptions {
 pub struct Status {
     pub uptime_seconds: f64,
     pub models: Vec<ModelTotals>,
-    pub keys: Vec<KeyStatus>,
+    /// Each provider key: in flight, limits and what remains, limited or not, queue length.
+    pub keys: Vec<crate::pool::KeyStatus>,
+    /// Each deployment of each group: breaker state, in flight, latency estimate.
+    pub deployments: Vec<DeploymentStatus>,
+}
+
+/// One deployment's health, for `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentStatus {
+    pub group: String,
+    #[serde(flatten)]
+    pub deployment: DeploymentSnapshot,
+    pub breaker: BreakerSnapshot,
 }
 
 /// One provider in the registry.
 #[derive(Debug)]
 struct Registered {
     provider: SharedProvider,
-    keys: KeyRing,
+    pool: KeyPool,
 }
 
 #[derive(Debug)]
 struct Inner {
     config: Config,
     providers: HashMap<String, Registered>,
+    groups: Groups,
+    budget: RetryBudget,
     stats: Stats,
     started: std::time::Instant,
 }
@@ -155,6 +172,19 @@ pub struct ClientBuilder {
     custom: Vec<(String, SharedProvider)>,
 }
 
+fn pool_for(pc: &crate::config::ProviderConfig) -> KeyPool {
+    let keys = pc
+        .keys
+        .iter()
+        .map(|k| PooledKey {
+            id: k.id.clone(),
+            secret: Some(k.secret.clone()),
+            limits: k.limits,
+        })
+        .collect();
+    KeyPool::new(&pc.name, keys, pc.pool)
+}
+
 impl ClientBuilder {
     /// Register (or replace) a provider under `name`; models `name/...` go to it.
     pub fn provider(mut self, name: impl Into<String>, provider: SharedProvider) -> Self {
@@ -180,33 +210,34 @@ impl ClientBuilder {
                 pc.name.clone(),
                 Registered {
                     provider,
-                    keys: KeyRing::new(&pc.name, &pc.keys),
+                    pool: pool_for(pc),
                 },
             );
         }
         for (name, provider) in self.custom {
             if config.provider(&name).is_none() {
                 // Make routing aware of it, as if configured with no keys.
-                let mut pc = crate::config::ProviderConfig {
-                    name: name.clone(),
-                    ..config.providers[0].clone()
-                };
+                let mut pc = config.providers[0].clone();
+                pc.name = name.clone();
                 pc.keys.clear();
                 pc.models.clear();
                 config.providers.push(pc);
             }
-            providers.insert(
-                name.clone(),
-                Registered {
-                    provider,
-                    keys: KeyRing::new(&name, &[]),
-                },
+            let pc = config.provider(&name).cloned();
+            let pool = pc.as_ref().map_or_else(
+                || KeyPool::new(&name, Vec::new(), Default::default()),
+                pool_for,
             );
+            providers.insert(name.clone(), Registered { provider, pool });
         }
+        let groups = Groups::from_config(&config);
+        let budget = engine::budget(&config);
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
                 providers,
+                groups,
+                budget,
                 stats: Stats::default(),
                 started: std::time::Instant::now(),
             }),
@@ -236,7 +267,7 @@ impl Client {
         &self.inner.config
     }
 
-    /// Where a model name would be sent.
+    /// Where a model name would be sent first (a group's first deployment).
     pub fn resolve(&self, model: &str) -> Result<Route> {
         let model = if model.is_empty() {
             &self.inner.config.defaults.model
@@ -244,33 +275,6 @@ impl Client {
             model
         };
         route::resolve(&self.inner.config, model)
-    }
-
-    fn registered(&self, route: &Route) -> Result<&Registered> {
-        self.inner
-            .providers
-            .get(&route.provider)
-            .ok_or_else(|| Error::ModelNotFound {
-                model: route.qualified(),
-                hint: format!("provider `{}` is not configured", route.provider),
-            })
-    }
-
-    fn context(
-        &self,
-        route: &Route,
-        reg: &Registered,
-        opts: &CallOptions,
-        deadline: Instant,
-    ) -> (CallContext, Option<String>) {
-        let key = reg.keys.next();
-        let ctx = CallContext {
-            upstream_model: route.upstream_model.clone(),
-            api_key: key.map(|k| k.secret.clone()),
-            request_id: opts.request_id.clone().unwrap_or_default(),
-            deadline: Some(deadline),
-        };
-        (ctx, key.map(|k| k.id.clone()))
     }
 
     fn deadline(&self, opts: &CallOptions) -> Instant {
@@ -289,51 +293,35 @@ impl Client {
         })
     }
 
-    /// Call the provider until success, a permanent error, no retries left, or the deadline.
-    /// Returns the upstream's answer, the attempts made and the label of the key used.
-    async fn with_retries<T, F, Fut>(
-        &self,
-        route: &Route,
-        reg: &Registered,
-        opts: &CallOptions,
+    /// What a chat request will take from a key: input counted with the o200k tokenizer
+    /// (exact for OpenAI, a close estimate elsewhere), output at its cap.
+    fn demand(&self, req: &ChatRequest) -> Demand {
+        Demand {
+            input_tokens: crate::tokens::count_request_tokens(req),
+            output_tokens: req
+                .max_output_tokens()
+                .map_or(DEFAULT_OUTPUT_RESERVATION, u64::from),
+        }
+    }
+
+    fn job<'a>(
+        &'a self,
+        model: &'a str,
+        demand: Demand,
+        opts: &'a CallOptions,
         started: Instant,
-        deadline: Instant,
-        call: F,
-    ) -> Result<(T, u32, Option<String>)>
-    where
-        T: HasUpstreamMeta,
-        F: Fn(CallContext) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let policy = retry::Backoff::new(self.inner.config.retry);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let (ctx, key_id) = self.context(route, reg, opts, deadline);
-            let result = match tokio::time::timeout_at(deadline, call(ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(deadline_error(route, started, deadline)),
-            };
-            match result {
-                Ok(answer) => {
-                    reg.keys
-                        .observe(key_id.as_deref(), answer.upstream_meta().rate_limit.clone());
-                    return Ok((answer, attempts, key_id));
-                }
-                Err(e) => {
-                    reg.keys.observe_error(key_id.as_deref(), &e);
-                    match policy.next_wait(&e, attempts, deadline) {
-                        Some(wait) => {
-                            tracing::debug!(provider = %route.provider, attempt = attempts, error = %e, ?wait, "retrying");
-                            tokio::time::sleep(wait).await;
-                        }
-                        None => {
-                            self.inner.stats.record_error(&route.qualified());
-                            return Err(e);
-                        }
-                    }
-                }
-            }
+    ) -> Job<'a> {
+        Job {
+            model: if model.is_empty() {
+                &self.inner.config.defaults.model
+            } else {
+                model
+            },
+            demand,
+            priority: opts.priority,
+            request_id: opts.request_id.as_deref().unwrap_or(""),
+            deadline: self.deadline(opts),
+            started,
         }
     }
 
@@ -372,41 +360,44 @@ impl Client {
     /// A complete chat completion with per-call options.
     pub async fn chat_with(&self, mut req: ChatRequest, opts: &CallOptions) -> Result<Completion> {
         validate_chat(&req)?;
-        let route = self.resolve(&req.model)?;
-        let reg = self.registered(&route)?;
-        let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
+        let requested_model = std::mem::take(&mut req.model);
         req.stream = None;
         req.stream_options = None;
         let started = Instant::now();
-        let deadline = self.deadline(opts);
+        let job = self.job(&requested_model, self.demand(&req), opts, started);
         let req = &req;
-        let (up, attempts, key_id) = self
-            .with_retries(&route, reg, opts, started, deadline, |ctx| async move {
-                reg.provider.chat(req, &ctx).await
-            })
-            .await?;
+        let served = self
+            .execute(&job, |p, ctx| async move { p.chat(req, &ctx).await })
+            .await
+            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
+        let up = served.value;
         let usage = up.body.usage.clone();
+        if let (Some(lease), Some(u)) = (served.lease, &usage) {
+            lease.settle(u.prompt_tokens, u.completion_tokens);
+        }
         let meta = self.meta(
-            requested_model,
-            &route,
+            requested_model.clone(),
+            &served.route,
             opts,
             started,
-            attempts,
+            served.attempts,
             usage,
-            key_id,
+            served.key_id,
             up.meta.rate_limit,
         );
-        self.inner
-            .stats
-            .record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
+        self.inner.stats.record_success(
+            &served.route.qualified(),
+            meta.usage.as_ref(),
+            meta.cost_usd,
+        );
         Ok(Completion {
             response: up.body,
             meta,
         })
     }
 
-    /// A streamed chat completion. Returns once the upstream has answered, so errors before
-    /// the first chunk (after retries) come back as `Err` here.
+    /// A streamed chat completion. Returns once an upstream has answered, so errors before
+    /// the first chunk (after retries and failover) come back as `Err` here.
     pub async fn chat_stream(&self, req: ChatRequest) -> Result<ChatStream> {
         self.chat_stream_with(req, &CallOptions::default()).await
     }
@@ -417,39 +408,41 @@ impl Client {
         opts: &CallOptions,
     ) -> Result<ChatStream> {
         validate_chat(&req)?;
-        let route = self.resolve(&req.model)?;
-        let reg = self.registered(&route)?;
-        let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
+        let requested_model = std::mem::take(&mut req.model);
         let client_wants_usage = req.wants_stream_usage();
         req.stream = Some(true);
         let started = Instant::now();
-        let deadline = self.deadline(opts);
-        let prompt_estimate = crate::tokens::estimate_prompt_tokens(&req);
+        let demand = self.demand(&req);
+        let job = self.job(&requested_model, demand, opts, started);
         let req = &req;
-        let (upstream, attempts, key_id) = self
-            .with_retries(&route, reg, opts, started, deadline, |ctx| async move {
-                reg.provider.chat_stream(req, &ctx).await
+        let served = self
+            .execute(&job, |p, ctx| async move {
+                let up = p.chat_stream(req, &ctx).await?;
+                with_first_item(up, p.name()).await
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
+        let upstream = served.value;
         let meta = self.meta(
-            requested_model,
-            &route,
+            requested_model.clone(),
+            &served.route,
             opts,
             started,
-            attempts,
+            served.attempts,
             None,
-            key_id,
+            served.key_id,
             upstream.meta.rate_limit.clone(),
         );
-        let stream = bound_by_deadline(upstream.stream, &route, started, deadline);
+        let stream = bound_by_deadline(upstream.stream, &served.route, started, job.deadline);
         Ok(ChatStream::new(
             stream,
             meta,
             client_wants_usage,
             stream::Accounting {
                 client: self.clone(),
-                route,
-                prompt_estimate,
+                route: served.route,
+                prompt_estimate: demand.input_tokens,
+                lease: served.lease,
             },
         ))
     }
@@ -478,39 +471,52 @@ impl Client {
         mut req: EmbeddingsRequest,
         opts: &CallOptions,
     ) -> Result<EmbeddingsOutcome> {
-        let route = self.resolve(&req.model)?;
-        let reg = self.registered(&route)?;
-        let requested_model = std::mem::replace(&mut req.model, route.upstream_model.clone());
+        let requested_model = std::mem::take(&mut req.model);
         let started = Instant::now();
-        let deadline = self.deadline(opts);
+        let texts = req.input.texts();
+        let demand = Demand {
+            input_tokens: texts.iter().map(|t| crate::tokens::count_tokens(t)).sum(),
+            output_tokens: 0,
+        };
+        let job = self.job(&requested_model, demand, opts, started);
         let req = &req;
-        let (up, attempts, key_id) = self
-            .with_retries(&route, reg, opts, started, deadline, |ctx| async move {
-                reg.provider.embed(req, &ctx).await
+        let served = self
+            .execute(&job, |p, ctx| async move {
+                // The provider is given the upstream model name through the request.
+                let mut req = req.clone();
+                req.model = ctx.upstream_model.clone();
+                p.embed(&req, &ctx).await
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
+        let up = served.value;
         let usage = Usage::new(up.body.usage.prompt_tokens, 0);
+        if let Some(lease) = served.lease {
+            lease.settle(usage.prompt_tokens, 0);
+        }
         let meta = self.meta(
-            requested_model,
-            &route,
+            requested_model.clone(),
+            &served.route,
             opts,
             started,
-            attempts,
+            served.attempts,
             Some(usage),
-            key_id,
+            served.key_id,
             up.meta.rate_limit,
         );
-        self.inner
-            .stats
-            .record_success(&route.qualified(), meta.usage.as_ref(), meta.cost_usd);
+        self.inner.stats.record_success(
+            &served.route.qualified(),
+            meta.usage.as_ref(),
+            meta.cost_usd,
+        );
         Ok(EmbeddingsOutcome {
             response: up.body,
             meta,
         })
     }
 
-    /// The configured models (`provider/model` for each provider's `models` list) and aliases.
-    /// Offline: this does not ask the upstreams.
+    /// The configured models (`provider/model` for each provider's `models` list), aliases
+    /// and groups. Offline: this does not ask the upstreams.
     pub fn models(&self) -> Vec<Model> {
         let mut out = Vec::new();
         for pc in &self.inner.config.providers {
@@ -518,47 +524,97 @@ impl Client {
                 out.push(Model::new(format!("{}/{m}", pc.name), pc.name.clone()));
             }
         }
-        for (alias, target) in &self.inner.config.aliases {
-            let owner = target.split('/').next().unwrap_or_default();
-            out.push(Model::new(alias.clone(), owner));
+        for (name, group) in &self.inner.config.groups {
+            let owner = group.primary().map_or("weir", |d| d.provider.as_str());
+            out.push(Model::new(name.clone(), owner));
         }
         out
     }
 
-    /// One model by id, if configured (or resolvable).
+    /// One model by id: a listed model or group, or a name that routes to a provider which
+    /// lists no models of its own (so any name it is given may be valid). A provider that
+    /// lists its models (the mock always does) knows the rest are not there.
     pub fn model(&self, id: &str) -> Option<Model> {
         if let Some(m) = self.models().into_iter().find(|m| m.id == id) {
             return Some(m);
         }
-        self.resolve(id).ok().map(|r| Model::new(id, r.provider))
+        let route = self.resolve(id).ok()?;
+        let pc = self.inner.config.provider(&route.provider)?;
+        pc.models.is_empty().then(|| Model::new(id, route.provider))
     }
 
     /// Ask one provider which models it offers upstream.
     pub async fn upstream_models(&self, provider: &str) -> Result<Vec<Model>> {
-        let route = Route {
-            provider: provider.to_owned(),
-            upstream_model: String::new(),
-        };
-        let reg = self.registered(&route)?;
+        let reg = self
+            .inner
+            .providers
+            .get(provider)
+            .ok_or_else(|| Error::ModelNotFound {
+                model: provider.to_owned(),
+                hint: format!("provider `{provider}` is not configured"),
+            })?;
         let deadline = self.deadline(&CallOptions::default());
-        let (ctx, _) = self.context(&route, reg, &CallOptions::default(), deadline);
+        let lease = reg
+            .pool
+            .acquire(Demand::default(), 0, deadline, &[])
+            .await?;
+        let ctx = crate::provider::CallContext {
+            upstream_model: String::new(),
+            api_key: lease.secret().cloned(),
+            request_id: String::new(),
+            deadline: Some(deadline),
+        };
         reg.provider.models(&ctx).await
     }
 
-    /// Uptime, totals per model, and each key's rate-limit state as last seen.
+    /// Uptime, totals per model, each key's pool state and each deployment's health.
     pub fn status(&self) -> Status {
-        let mut keys: Vec<KeyStatus> = self
+        let mut keys: Vec<crate::pool::KeyStatus> = self
             .inner
             .providers
             .values()
-            .flat_map(|r| r.keys.status())
+            .flat_map(|r| r.pool.status())
             .collect();
         keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
+        let mut deployments: Vec<DeploymentStatus> = self
+            .inner
+            .groups
+            .all()
+            .iter()
+            .flat_map(|g| {
+                g.group
+                    .deployments()
+                    .iter()
+                    .zip(&g.breakers)
+                    .map(|(d, b)| DeploymentStatus {
+                        group: g.name.clone(),
+                        deployment: d.snapshot(),
+                        breaker: b.snapshot(),
+                    })
+            })
+            .collect();
+        deployments.sort_by(|a, b| (&a.group, &a.deployment.id).cmp(&(&b.group, &b.deployment.id)));
         Status {
             uptime_seconds: self.inner.started.elapsed().as_secs_f64(),
             models: self.inner.stats.snapshot(),
             keys,
+            deployments,
         }
+    }
+
+    /// Close circuit breakers by hand: all of them, or those of deployments whose id
+    /// (`provider/model`) or group name matches. Returns how many were reset.
+    pub fn reset_circuits(&self, matching: Option<&str>) -> usize {
+        let mut n = 0;
+        for g in self.inner.groups.all() {
+            for (d, b) in g.group.deployments().iter().zip(&g.breakers) {
+                if matching.is_none_or(|m| m == d.id || m == g.name) {
+                    b.reset();
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     pub(crate) fn record_stream_end(
@@ -578,20 +634,25 @@ impl Client {
     }
 }
 
-/// Answers that carry what the upstream said besides the body.
-trait HasUpstreamMeta {
-    fn upstream_meta(&self) -> &UpstreamMeta;
-}
-
-impl<T> HasUpstreamMeta for Upstream<T> {
-    fn upstream_meta(&self) -> &UpstreamMeta {
-        &self.meta
-    }
-}
-
-impl<T> HasUpstreamMeta for UpstreamStream<T> {
-    fn upstream_meta(&self) -> &UpstreamMeta {
-        &self.meta
+/// Wait for a stream's first item before calling the attempt a success, so an upstream that
+/// answers 200 and then fails or stalls before its first event is retried or failed over like
+/// any other failure: nothing has reached the client yet.
+pub(crate) async fn with_first_item<T: Send + 'static>(
+    mut up: crate::provider::UpstreamStream<T>,
+    provider: &str,
+) -> Result<crate::provider::UpstreamStream<T>> {
+    match up.stream.next().await {
+        Some(Ok(first)) => {
+            up.stream = futures::stream::once(async move { Ok(first) })
+                .chain(up.stream)
+                .boxed();
+            Ok(up)
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(Error::StreamInterrupted {
+            provider: provider.to_owned(),
+            message: "the stream ended before its first event".into(),
+        }),
     }
 }
 
@@ -602,7 +663,11 @@ fn bound_by_deadline<T: Send + 'static>(
     started: Instant,
     deadline: Instant,
 ) -> BoxStream<'static, Result<T>> {
-    let expired = deadline_error(route, started, deadline);
+    let expired = Error::Timeout {
+        provider: route.provider.clone(),
+        phase: crate::error::TimeoutPhase::Total,
+        after: deadline.saturating_duration_since(started),
+    };
     let timer = tokio::time::sleep_until(deadline);
     futures::stream::unfold(
         (stream, Box::pin(timer), Some(expired)),
@@ -621,14 +686,6 @@ fn bound_by_deadline<T: Send + 'static>(
         },
     )
     .boxed()
-}
-
-fn deadline_error(route: &Route, started: Instant, deadline: Instant) -> Error {
-    Error::Timeout {
-        provider: route.provider.clone(),
-        phase: crate::error::TimeoutPhase::Total,
-        after: deadline.saturating_duration_since(started),
-    }
 }
 
 /// Checks every provider needs; the rest is the upstream's business.

@@ -21,13 +21,34 @@ impl Route {
     }
 }
 
-/// Resolve a model name against the configuration.
+/// What a model name names: a configured group (or alias), or one `provider/model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Group(String),
+    Direct(Route),
+}
+
+/// Resolve a model name to a group or a direct route.
+pub fn resolve_target(config: &Config, model: &str) -> Result<Target> {
+    let model = model.trim();
+    if !config.defaults.force_mock && config.groups.contains_key(model) {
+        return Ok(Target::Group(model.to_owned()));
+    }
+    resolve(config, model).map(Target::Direct)
+}
+
+/// Resolve a model name to one route: a direct name, or a group's first deployment.
 pub fn resolve(config: &Config, model: &str) -> Result<Route> {
     let model = model.trim();
     if model.is_empty() {
         return Err(Error::invalid_param("model", "`model` must not be empty"));
     }
-    let target = config.aliases.get(model).map_or(model, String::as_str);
+    let primary = config
+        .groups
+        .get(model)
+        .and_then(|g| g.primary())
+        .map(|d| format!("{}/{}", d.provider, d.upstream_model));
+    let target = primary.as_deref().unwrap_or(model);
     if config.defaults.force_mock {
         // Keep mock model names; send everything else to the echo model.
         let upstream = match target.split_once('/') {

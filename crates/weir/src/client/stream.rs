@@ -36,6 +36,8 @@ pub(crate) struct Accounting {
     pub(crate) client: Client,
     pub(crate) route: Route,
     pub(crate) prompt_estimate: u64,
+    /// The key reservation, settled against the real (or estimated) usage at the end.
+    pub(crate) lease: Option<crate::pool::Lease>,
 }
 
 /// A stream of [`ChatChunk`]s. Ends after the last chunk, or after one `Err` item.
@@ -105,6 +107,9 @@ impl ChatStream {
             }
         };
         let failed = !completed;
+        if let (Some(lease), Some(u)) = (acc.lease, usage.as_ref()) {
+            lease.settle(u.prompt_tokens, u.completion_tokens);
+        }
         let cost =
             acc.client
                 .record_stream_end(&acc.route, usage.as_ref(), failed && usage.is_none());

@@ -9,7 +9,8 @@ use serde_json::json;
 use weir_types::chat::*;
 
 use super::*;
-use crate::provider::{ChunkStream, Provider};
+use crate::provider::mock::MockProvider;
+use crate::provider::{CallContext, ChunkStream, Provider, Upstream};
 
 fn config(yaml: &str) -> Config {
     Config::from_yaml(yaml, &|_: &str| None).unwrap()

@@ -14,6 +14,7 @@
 //! `WEIR_DEFAULT_MODEL`, `WEIR_LOG_BODIES`, and seed 002's `LLM_PROVIDER`, `LLM_FORCE_MOCK`,
 //! `LLM_MAX_RETRIES`, `LLM_RETRY_BACKOFF_BASE`.
 
+mod groups;
 mod model;
 pub mod raw;
 mod validate;

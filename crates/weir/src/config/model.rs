@@ -20,9 +20,10 @@ pub struct Config {
     pub defaults: Defaults,
     /// Every configured provider, in file order; `mock` is always present.
     pub providers: Vec<ProviderConfig>,
-    /// Model aliases: `fast` -> `openai/gpt-4o-mini`. Targets are `provider/model`.
-    pub aliases: BTreeMap<String, String>,
-    pub retry: RetryConfig,
+    /// Named models: an alias (a group of one deployment) or a group of deployments.
+    pub groups: BTreeMap<String, GroupConfig>,
+    pub retry: crate::retry::RetryPolicy,
+    pub breaker: crate::breaker::BreakerConfig,
     pub pricing: PricingTable,
     pub mock: MockConfig,
 }
@@ -96,6 +97,8 @@ pub struct ApiKey {
     /// A stable, non-secret label (`openai#0` or the configured name), used in status and logs.
     pub id: String,
     pub secret: SecretString,
+    /// The key's upstream limits as configured (learned from headers at run time otherwise).
+    pub limits: crate::pool::KeyLimits,
 }
 
 impl fmt::Debug for ApiKey {
@@ -103,6 +106,7 @@ impl fmt::Debug for ApiKey {
         f.debug_struct("ApiKey")
             .field("id", &self.id)
             .field("secret", &"[redacted]")
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -150,30 +154,64 @@ pub struct ProviderConfig {
     pub timeouts: Timeouts,
     /// Models advertised by `/v1/models` for this provider (upstream names, without prefix).
     pub models: Vec<String>,
+    /// How requests wait for a key with capacity.
+    pub pool: crate::pool::PoolConfig,
 }
 
-/// Retry settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryConfig {
-    /// Retries after the first attempt (LLM_MAX_RETRIES).
-    pub max_retries: u32,
-    /// First backoff delay.
-    pub base_delay: Duration,
-    /// Growth factor per attempt (LLM_RETRY_BACKOFF_BASE).
-    pub factor: f64,
-    /// Longest single wait.
-    pub max_delay: Duration,
+/// A named model served by one or more deployments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    pub strategy: crate::router::Strategy,
+    pub deployments: Vec<DeploymentConfig>,
+    /// Models tried, in order, when every deployment failed.
+    pub fallbacks: Vec<String>,
+    /// Models tried when the prompt does not fit the context window.
+    pub context_window_fallbacks: Vec<String>,
+    /// Models tried when the upstream refused on content policy.
+    pub content_policy_fallbacks: Vec<String>,
+    pub hedge: Option<HedgeConfig>,
 }
 
-impl Default for RetryConfig {
-    fn default() -> Self {
+impl GroupConfig {
+    /// An alias: one deployment, default strategy, no fallbacks.
+    pub fn alias(provider: &str, upstream_model: &str) -> Self {
         Self {
-            max_retries: 2,
-            base_delay: Duration::from_millis(250),
-            factor: 2.0,
-            max_delay: Duration::from_secs(8),
+            strategy: crate::router::Strategy::default(),
+            deployments: vec![DeploymentConfig {
+                provider: provider.to_owned(),
+                upstream_model: upstream_model.to_owned(),
+                weight: 1,
+                priority: 0,
+            }],
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+            content_policy_fallbacks: Vec::new(),
+            hedge: None,
         }
     }
+
+    /// `provider/model` of the first deployment, for listings.
+    pub fn primary(&self) -> Option<&DeploymentConfig> {
+        self.deployments.first()
+    }
+}
+
+/// One way to serve a group's model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentConfig {
+    pub provider: String,
+    pub upstream_model: String,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+/// When to send a second attempt to another deployment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeConfig {
+    /// After a fixed delay without a first byte.
+    After(Duration),
+    /// After the first deployment's observed p95 time to first byte, at least `min`.
+    P95 { min: Duration },
 }
 
 /// The mock provider's behaviour. Per-request overrides come in the request's `mock` field.

@@ -16,9 +16,10 @@ pub struct RawConfig {
     pub server: RawServer,
     pub defaults: RawDefaults,
     pub providers: BTreeMap<String, RawProvider>,
-    /// Aliases: `fast: openai/gpt-4o-mini`.
-    pub models: BTreeMap<String, String>,
+    /// Aliases (`fast: openai/gpt-4o-mini`) and deployment groups.
+    pub models: BTreeMap<String, RawModel>,
     pub retry: RawRetry,
+    pub circuit_breaker: RawBreaker,
     pub pricing: BTreeMap<String, ModelPrice>,
     pub mock: RawMock,
 }
@@ -58,13 +59,108 @@ pub struct RawProvider {
     pub kind: Option<String>,
     pub base_url: Option<String>,
     pub api_key: Option<String>,
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<RawKey>,
+    /// Default limits of every key of this provider (a key's own `limits` win).
+    pub limits: RawLimits,
+    pub pool: RawPool,
     pub organization: Option<String>,
     pub project: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub anthropic_version: Option<String>,
     pub timeouts: RawTimeouts,
     pub models: Vec<String>,
+}
+
+/// A key: the secret alone, or with a label and its upstream limits.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawKey {
+    Secret(String),
+    Full(RawKeyFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyFull {
+    pub key: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub requests_per_minute: Option<u32>,
+    pub input_tokens_per_minute: Option<u64>,
+    pub output_tokens_per_minute: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPool {
+    pub acquire_timeout: Option<String>,
+}
+
+/// A model entry: an alias to one `provider/model`, or a group of deployments.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawModel {
+    Alias(String),
+    Group(RawGroup),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGroup {
+    pub strategy: Option<String>,
+    pub deployments: Vec<RawDeployment>,
+    pub fallbacks: Vec<String>,
+    pub context_window_fallbacks: Vec<String>,
+    pub content_policy_fallbacks: Vec<String>,
+    pub hedge: Option<RawHedge>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawDeployment {
+    Model(String),
+    Full(RawDeploymentFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploymentFull {
+    pub model: String,
+    #[serde(default)]
+    pub weight: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHedge {
+    /// A duration (`300ms`) or `p95`: the deployment's observed 95th percentile time to
+    /// first byte.
+    pub after: Option<String>,
+    /// Lower bound of the delay when `after: p95` (so a fast deployment is not hedged at once).
+    pub min: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    pub enabled: Option<bool>,
+    pub consecutive_failures: Option<u32>,
+    pub failure_ratio: Option<f64>,
+    pub window: Option<String>,
+    pub min_requests: Option<u32>,
+    pub cooldown: Option<String>,
+    pub max_cooldown: Option<String>,
+    pub half_open_probes: Option<u32>,
+    pub success_threshold: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -78,10 +174,23 @@ pub struct RawTimeouts {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawRetry {
+    pub strategy: Option<String>,
     pub max_retries: Option<u32>,
     pub base_delay: Option<String>,
     pub factor: Option<f64>,
     pub max_delay: Option<String>,
+    /// HTTP statuses worth another try.
+    pub retry_on: Option<Vec<u16>>,
+    pub budget: RawBudget,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudget {
+    /// Retries (and hedges) allowed as a fraction of requests, e.g. 0.2.
+    pub ratio: Option<f64>,
+    /// Retries per second always allowed, whatever the ratio.
+    pub min_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -88,7 +88,7 @@ mock:
     assert_eq!(or.keys.len(), 2);
     assert_eq!(or.keys[1].id, "openrouter#1");
     assert_eq!(or.headers.len(), 2);
-    assert_eq!(c.aliases["fast"], "local/llama3");
+    assert_eq!(c.groups["fast"].deployments[0].upstream_model, "llama3");
     assert_eq!(c.retry.max_retries, 5);
     assert!(c.pricing.lookup("local", "llama3").is_some());
     assert_eq!(c.mock.faults.error_status, 503);

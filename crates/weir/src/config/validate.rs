@@ -13,8 +13,9 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::model::*;
-use super::raw::{RawConfig, RawProvider, RawSize};
+use super::raw::{RawConfig, RawKey, RawLimits, RawProvider, RawSize};
 use super::{Env, Problem};
+use crate::pool::{KeyLimits, PoolConfig};
 use crate::pricing::{ModelPrice, PricingTable};
 
 /// The documented default listen address.
@@ -46,20 +47,25 @@ const ENV_PROVIDERS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     problems: Vec<Problem>,
     env: &'a dyn Env,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn problem(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
             reason: reason.into(),
         });
     }
 
-    fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+    pub(super) fn duration(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(text) => {
@@ -74,7 +80,7 @@ impl Checker<'_> {
         }
     }
 
-    fn env_parse<T: FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
+    pub(super) fn env_parse<T: FromStr>(&mut self, name: &str, what: &str) -> Option<T> {
         let text = self.env.var(name)?;
         match text.trim().parse() {
             Ok(v) => Some(v),
@@ -111,39 +117,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let providers = providers(&mut c, &raw.providers);
     let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
 
-    let mut aliases = BTreeMap::new();
-    for (alias, target) in &raw.models {
-        let path = format!("models.{alias}");
-        match target.split_once('/') {
-            Some((provider, model)) if !model.is_empty() => {
-                if !names.contains(&provider) {
-                    c.problem(
-                        path,
-                        format!(
-                            "provider `{provider}` is not configured (known: {})",
-                            names.join(", ")
-                        ),
-                    );
-                    continue;
-                }
-            }
-            _ => {
-                c.problem(
-                    path,
-                    format!("`{target}` must be `provider/model`, e.g. `openai/gpt-4o-mini`"),
-                );
-                continue;
-            }
-        }
-        if alias.contains('/') && names.contains(&alias.split('/').next().unwrap_or_default()) {
-            c.problem(
-                format!("models.{alias}"),
-                "an alias must not shadow a `provider/model` name",
-            );
-            continue;
-        }
-        aliases.insert(alias.clone(), target.clone());
-    }
+    let groups = super::groups::groups(&mut c, &raw.models, &names);
 
     let default_provider = c.env.var("LLM_PROVIDER").or(raw.defaults.provider.clone());
     if let Some(p) = &default_provider
@@ -180,33 +154,8 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
         c.problem("defaults.max_tokens", "must be at least 1");
     }
 
-    let d = RetryConfig::default();
-    let mut retry = RetryConfig {
-        max_retries: raw.retry.max_retries.unwrap_or(d.max_retries),
-        base_delay: c.duration(
-            "retry.base_delay",
-            raw.retry.base_delay.as_deref(),
-            d.base_delay,
-        ),
-        factor: raw.retry.factor.unwrap_or(d.factor),
-        max_delay: c.duration(
-            "retry.max_delay",
-            raw.retry.max_delay.as_deref(),
-            d.max_delay,
-        ),
-    };
-    if let Some(n) = c.env_parse::<u32>("LLM_MAX_RETRIES", "a whole number") {
-        retry.max_retries = n;
-    }
-    if let Some(f) = c.env_parse::<f64>("LLM_RETRY_BACKOFF_BASE", "a number") {
-        retry.factor = f;
-    }
-    if !(retry.factor.is_finite() && retry.factor >= 1.0) {
-        c.problem(
-            "retry.factor",
-            format!("{} must be a number >= 1", retry.factor),
-        );
-    }
+    let retry = super::groups::retry(&mut c, &raw.retry);
+    let breaker = super::groups::breaker(&mut c, &raw.circuit_breaker);
 
     let mut pricing = PricingTable::bundled();
     for (model, price) in &raw.pricing {
@@ -229,8 +178,9 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             server,
             defaults,
             providers,
-            aliases,
+            groups,
             retry,
+            breaker,
             pricing,
             mock,
         })
@@ -368,6 +318,7 @@ fn mock_provider() -> ProviderConfig {
         anthropic_version: DEFAULT_ANTHROPIC_VERSION.into(),
         timeouts: Timeouts::default(),
         models: vec!["echo".into(), "lorem".into()],
+        pool: PoolConfig::default(),
     }
 }
 
@@ -441,19 +392,41 @@ fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<Provider
             return None;
         }
     };
-    let mut secrets: Vec<String> = p.api_key.iter().cloned().collect();
-    secrets.extend(p.api_keys.iter().cloned());
-    secrets.retain(|k| !k.trim().is_empty());
+    // (secret, label, limits); provider-level limits apply where a key sets none.
+    let default_limits = limits(&p.limits);
+    let mut secrets: Vec<(String, Option<String>, KeyLimits)> = p
+        .api_key
+        .iter()
+        .map(|k| (k.clone(), None, default_limits))
+        .collect();
+    for k in &p.api_keys {
+        match k {
+            RawKey::Secret(s) => secrets.push((s.clone(), None, default_limits)),
+            RawKey::Full(f) => {
+                let mut l = limits(&f.limits);
+                l.requests_per_minute =
+                    l.requests_per_minute.or(default_limits.requests_per_minute);
+                l.input_tokens_per_minute = l
+                    .input_tokens_per_minute
+                    .or(default_limits.input_tokens_per_minute);
+                l.output_tokens_per_minute = l
+                    .output_tokens_per_minute
+                    .or(default_limits.output_tokens_per_minute);
+                secrets.push((f.key.clone(), f.name.clone(), l));
+            }
+        }
+    }
+    secrets.retain(|(k, ..)| !k.trim().is_empty());
     if kind == ProviderKind::OpenAi
         && secrets.is_empty()
         && name == "openai"
         && let Some(k) = c.env.var("OPENAI_API_KEY").filter(|k| !k.is_empty())
     {
-        secrets.push(k);
+        secrets.push((k, None, default_limits));
     }
     if kind == ProviderKind::Anthropic && secrets.is_empty() {
         if let Some(k) = c.env.var("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) {
-            secrets.push(k);
+            secrets.push((k, None, default_limits));
         } else {
             c.problem(
                 format!("{path}.api_key"),
@@ -464,11 +437,19 @@ fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<Provider
     let keys = secrets
         .into_iter()
         .enumerate()
-        .map(|(i, s)| ApiKey {
-            id: format!("{name}#{i}"),
+        .map(|(i, (s, label, limits))| ApiKey {
+            id: label.map_or_else(|| format!("{name}#{i}"), |l| format!("{name}#{l}")),
             secret: SecretString::from(s.trim().to_owned()),
+            limits,
         })
         .collect();
+    let pool = PoolConfig {
+        acquire_timeout: c.duration(
+            &format!("{path}.pool.acquire_timeout"),
+            p.pool.acquire_timeout.as_deref(),
+            PoolConfig::default().acquire_timeout,
+        ),
+    };
     let mut headers = Vec::new();
     for (k, v) in &p.headers {
         if http::HeaderName::from_bytes(k.as_bytes()).is_err()
@@ -519,7 +500,16 @@ fn provider(c: &mut Checker<'_>, name: &str, p: &RawProvider) -> Option<Provider
             .unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
         timeouts,
         models,
+        pool,
     })
+}
+
+fn limits(raw: &RawLimits) -> KeyLimits {
+    KeyLimits {
+        requests_per_minute: raw.requests_per_minute,
+        input_tokens_per_minute: raw.input_tokens_per_minute,
+        output_tokens_per_minute: raw.output_tokens_per_minute,
+    }
 }
 
 fn mock(c: &mut Checker<'_>, raw: &RawConfig) -> MockConfig {

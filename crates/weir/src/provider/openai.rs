@@ -456,6 +456,7 @@ mod tests {
             anthropic_version: String::new(),
             timeouts: Timeouts::default(),
             models: vec![],
+            pool: Default::default(),
         };
         let u = endpoint(
             &cfg("https://x.example/openai/v1?api-version=2024"),

@@ -43,6 +43,7 @@ impl Dialect {
             anthropic_version: "2023-06-01".into(),
             timeouts,
             models: vec![],
+            pool: Default::default(),
         }
     }
 

@@ -31,7 +31,7 @@ impl std::fmt::Display for TimeoutPhase {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The request itself is wrong; sending it again will not help.

@@ -24,6 +24,7 @@ pub struct Config {
     pub groups: BTreeMap<String, GroupConfig>,
     pub retry: crate::retry::RetryPolicy,
     pub breaker: crate::breaker::BreakerConfig,
+    pub cache: CacheConfig,
     pub pricing: PricingTable,
     pub mock: MockConfig,
 }
@@ -212,6 +213,60 @@ pub enum HedgeConfig {
     After(Duration),
     /// After the first deployment's observed p95 time to first byte, at least `min`.
     P95 { min: Duration },
+}
+
+/// Response caching.
+///
+/// On by default for deterministic requests only: a request that samples (temperature above
+/// 0, or unset, which providers treat as 1) asked for variety, so it is neither served from nor
+/// written to the cache unless `cache_sampled` is on.
+#[derive(Clone)]
+pub struct CacheConfig {
+    /// The global switch (LLM_CACHE_ENABLED).
+    pub enabled: bool,
+    /// Default time to live (LLM_CACHE_TTL, seconds); `x-weir-cache-ttl` overrides per request.
+    pub ttl: Duration,
+    pub cache_sampled: bool,
+    /// A separate namespace per gateway key, so tenants never read each other's entries.
+    pub per_tenant: bool,
+    /// L1 size in bytes; `None` = no memory tier.
+    pub memory_bytes: Option<u64>,
+    /// L2 on SQLite (the embedded choice).
+    pub sqlite: Option<(std::path::PathBuf, u64)>,
+    /// L2 on Redis, shared by gateway instances (wins over SQLite when both are set).
+    pub redis: Option<(SecretString, String)>,
+    pub cleanup_interval: Duration,
+    pub semantic: Option<SemanticCacheConfig>,
+    pub replay_pace: Option<Duration>,
+}
+
+impl fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("enabled", &self.enabled)
+            .field("ttl", &self.ttl)
+            .field("cache_sampled", &self.cache_sampled)
+            .field("per_tenant", &self.per_tenant)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("sqlite", &self.sqlite)
+            .field(
+                "redis",
+                &self
+                    .redis
+                    .as_ref()
+                    .map(|(_, prefix)| ("[url redacted]", prefix)),
+            )
+            .field("semantic", &self.semantic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The opt-in semantic cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticCacheConfig {
+    pub model: String,
+    pub threshold: f32,
+    pub max_entries: usize,
 }
 
 /// The mock provider's behaviour. Per-request overrides come in the request's `mock` field.

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub models: BTreeMap<String, RawModel>,
     pub retry: RawRetry,
     pub circuit_breaker: RawBreaker,
+    pub cache: RawCache,
     pub pricing: BTreeMap<String, ModelPrice>,
     pub mock: RawMock,
 }
@@ -211,4 +212,56 @@ pub struct RawFaults {
     pub retry_after: Option<String>,
     pub hang: Option<bool>,
     pub cut_stream_after: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    pub enabled: Option<bool>,
+    pub ttl: Option<String>,
+    /// Also cache requests that sample (temperature > 0 or unset).
+    pub cache_sampled: Option<bool>,
+    /// A namespace per gateway key.
+    pub per_tenant: Option<bool>,
+    pub memory: RawMemoryCache,
+    pub sqlite: Option<RawSqliteCache>,
+    pub redis: Option<RawRedisCache>,
+    pub cleanup_interval: Option<String>,
+    pub semantic: Option<RawSemanticCache>,
+    /// Delay between replayed chunks of a cached stream.
+    pub replay_pace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMemoryCache {
+    pub enabled: Option<bool>,
+    pub max_bytes: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSqliteCache {
+    pub path: String,
+    #[serde(default)]
+    pub max_bytes: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisCache {
+    pub url: String,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSemanticCache {
+    /// The embeddings model (`provider/model` or a named model).
+    pub model: String,
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    #[serde(default)]
+    pub max_entries: Option<usize>,
 }

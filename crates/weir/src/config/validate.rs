@@ -172,6 +172,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     }
 
     let mock = mock(&mut c, &raw);
+    let cache = cache(&mut c, &raw);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -181,6 +182,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             groups,
             retry,
             breaker,
+            cache,
             pricing,
             mock,
         })
@@ -553,5 +555,89 @@ fn mock(c: &mut Checker<'_>, raw: &RawConfig) -> MockConfig {
             hang: f.hang.unwrap_or(false),
             cut_stream_after: f.cut_stream_after,
         },
+    }
+}
+
+fn cache(c: &mut Checker<'_>, raw: &RawConfig) -> CacheConfig {
+    let r = &raw.cache;
+    let mut enabled = r.enabled.unwrap_or(true);
+    if let Some(on) = c.env_bool("LLM_CACHE_ENABLED") {
+        enabled = on;
+    }
+    let mut ttl = c.duration("cache.ttl", r.ttl.as_deref(), Duration::from_secs(3600));
+    if let Some(secs) = c.env_parse::<u64>("LLM_CACHE_TTL", "a number of seconds") {
+        ttl = Duration::from_secs(secs);
+    }
+    let size = |c: &mut Checker<'_>, path: &str, v: &Option<RawSize>, default: u64| -> u64 {
+        match v {
+            None => default,
+            Some(RawSize::Bytes(b)) => *b,
+            Some(RawSize::Text(t)) => parse_size(t).map_or_else(
+                || {
+                    c.problem(path, format!("`{t}` is not a size; write e.g. `64MiB`"));
+                    default
+                },
+                |n| n as u64,
+            ),
+        }
+    };
+    let memory_bytes = if r.memory.enabled.unwrap_or(true) {
+        Some(size(
+            c,
+            "cache.memory.max_bytes",
+            &r.memory.max_bytes,
+            64 * 1024 * 1024,
+        ))
+    } else {
+        None
+    };
+    let sqlite = r.sqlite.as_ref().map(|s| {
+        let bytes = size(
+            c,
+            "cache.sqlite.max_bytes",
+            &s.max_bytes,
+            1024 * 1024 * 1024,
+        );
+        (std::path::PathBuf::from(&s.path), bytes)
+    });
+    let redis = r.redis.as_ref().and_then(|rd| {
+        if !(rd.url.starts_with("redis://") || rd.url.starts_with("rediss://")) {
+            c.problem("cache.redis.url", "must start with redis:// or rediss://");
+            return None;
+        }
+        Some((
+            SecretString::from(rd.url.clone()),
+            rd.prefix.clone().unwrap_or_else(|| "weir".to_owned()),
+        ))
+    });
+    let semantic = r.semantic.as_ref().map(|s| {
+        let threshold = s.threshold.unwrap_or(0.95);
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            c.problem("cache.semantic.threshold", "must be in (0, 1]");
+        }
+        SemanticCacheConfig {
+            model: s.model.clone(),
+            threshold,
+            max_entries: s.max_entries.unwrap_or(10_000),
+        }
+    });
+    CacheConfig {
+        enabled,
+        ttl,
+        cache_sampled: r.cache_sampled.unwrap_or(false),
+        per_tenant: r.per_tenant.unwrap_or(true),
+        memory_bytes,
+        sqlite,
+        redis,
+        cleanup_interval: c.duration(
+            "cache.cleanup_interval",
+            r.cleanup_interval.as_deref(),
+            Duration::from_secs(60),
+        ),
+        semantic,
+        replay_pace: r
+            .replay_pace
+            .as_deref()
+            .map(|p| c.duration("cache.replay_pace", Some(p), Duration::ZERO)),
     }
 }

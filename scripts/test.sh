@@ -22,8 +22,10 @@ cd "$ROOT"
 STAGES="${WEIR_TEST_STAGES:-build rust python node}"
 
 # Debian packages any stage needs (cargo tests included), installed with apt-get when missing.
-# Add to this list, e.g. SYSTEM_PACKAGES=(redis-server).
-SYSTEM_PACKAGES=()
+# Each entry is PACKAGE, or COMMAND:PACKAGE to install PACKAGE only when COMMAND is not on PATH
+# (and to check afterwards that it is). redis-server: the Redis tests start their own servers;
+# the rust stage sets WEIR_REQUIRE_REDIS=1 so they fail, never skip, when it is missing.
+SYSTEM_PACKAGES=(redis-server:redis-server)
 VENV="${WEIR_TEST_VENV:-$ROOT/.venv-test}"
 PY_REQS="$ROOT/tests/sdk/python/requirements.txt"
 NODE_DIR="$ROOT/tests/sdk/node"
@@ -107,6 +109,25 @@ ensure_system_packages() {
     || die "apt-get install ${missing[*]} failed"
 }
 
+# ensure_system_tools ENTRY...: ENTRY is PACKAGE or COMMAND:PACKAGE (see SYSTEM_PACKAGES).
+ensure_system_tools() {
+  local entry pkgs=() cmds=()
+  for entry in "$@"; do
+    if [[ $entry == *:* ]]; then
+      have "${entry%%:*}" && continue
+      cmds+=("${entry%%:*}")
+      pkgs+=("${entry#*:}")
+    else
+      pkgs+=("$entry")
+    fi
+  done
+  [[ ${#pkgs[@]} -eq 0 ]] && return 0
+  ensure_system_packages "${pkgs[@]}"
+  for entry in "${cmds[@]}"; do
+    have "$entry" || die "$entry is still not on PATH after installing its package (PATH=$PATH)"
+  done
+}
+
 PY_ENV_READY=0
 ensure_python_env() {
   [[ $PY_ENV_READY -eq 1 ]] && return 0
@@ -163,7 +184,7 @@ have cargo || die "cargo not found: install the Rust toolchain (rust-version in 
 
 stage_begin setup "test dependencies"
 if [[ ${#SYSTEM_PACKAGES[@]} -gt 0 ]]; then
-  ensure_system_packages "${SYSTEM_PACKAGES[@]}"
+  ensure_system_tools "${SYSTEM_PACKAGES[@]}"
 fi
 if want python || want node; then
   ensure_python_env # the Node runner uses tests/sdk/harness.py too
@@ -181,6 +202,8 @@ fi
 
 if want rust; then
   stage_begin rust "cargo test --workspace --locked"
+  # Tests needing redis-server fail instead of skipping when it is absent.
+  export WEIR_REQUIRE_REDIS=1
   cargo test --workspace --locked || die "cargo test failed"
   stage_end
 fi

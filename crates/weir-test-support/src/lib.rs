@@ -22,6 +22,7 @@
 pub mod anthropic;
 pub mod fake;
 pub mod openai;
+pub mod redis;
 pub mod sse;
 
 pub use fake::{Chunking, FakeUpstream, Recorded, Reply};

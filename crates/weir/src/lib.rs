@@ -36,6 +36,7 @@
 //! ```
 
 pub mod breaker;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -1,0 +1,261 @@
+//! Cache keys: which requests share an answer.
+//!
+//! A key is a blake3 digest over a canonical serialisation of only the fields that decide the
+//! answer: the resolved model, the conversation, tools, sampling and output controls, and every
+//! pass-through extra except a short deny list of fields known not to change the content
+//! (`stream`, `user`, `metadata`, request ids...). Transport and bookkeeping fields never split
+//! the cache; anything unknown does, because a false split costs one miss while a false merge
+//! serves the wrong answer.
+//!
+//! The serialisation is canonical so keys are stable across processes, platforms and serde
+//! feature flags: object keys are sorted explicitly (never map iteration order), numbers are
+//! normalised (`1.0` and `1` agree, floats print as their shortest round-trip decimal), and
+//! equivalent spellings collapse (`stop: "x"` and `stop: ["x"]`; `max_tokens` and
+//! `max_completion_tokens`; `n: 1` and no `n`; a text-only content part and a plain string).
+//!
+//! Sampled requests (temperature above zero) are cached: a cached answer is one valid sample of
+//! the distribution, which is what most callers of a cache want. [`is_sampled`] tells them apart
+//! so the gateway's `cache.cache_sampled: false` can opt out. Requests for several samples
+//! (`n > 1`) are never cached: one stored answer cannot stand for several independent ones.
+
+use serde_json::{Map, Number, Value};
+use weir_types::chat::{ChatRequest, ContentPart, MessageContent, ResponseFormat};
+
+use super::store::CacheKey;
+
+/// Domain separation for the digest: bump the version whenever the canonical form changes,
+/// together with the `v1` prefix of [`CacheKey::flat`], so old entries stop matching instead of
+/// answering requests they were never computed for.
+const KEY_CONTEXT: &str = "weir cache key v1";
+const NAMESPACE_CONTEXT: &str = "weir cache namespace v1";
+/// 16 hex characters (64 bits): collisions between tenants would share answers, and 2^32
+/// tenants before a likely collision is far beyond any deployment.
+const NAMESPACE_HEX_LEN: usize = 16;
+
+/// Extras that reach the upstream but do not change the answer's content. Everything else in
+/// `extra` is part of the key.
+const NON_DECIDING_EXTRAS: &[&str] = &[
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    // Latency/price class, not content.
+    "service_tier",
+    "request_id",
+    // OpenAI's successor of `user` and its prompt-cache routing hint: bookkeeping only.
+    "safety_identifier",
+    "prompt_cache_key",
+];
+
+/// The cache key of `req` once its model resolved to `resolved_model`, in tenant `namespace`;
+/// `None` when the request must not be cached (`n > 1`).
+pub fn cache_key(req: &ChatRequest, resolved_model: &str, namespace: &str) -> Option<CacheKey> {
+    let canonical = canonical_form(req, resolved_model)?;
+    let digest = blake3::Hasher::new_derive_key(KEY_CONTEXT)
+        .update(canonical.as_bytes())
+        .finalize();
+    Some(CacheKey {
+        namespace: namespace.to_owned(),
+        model: resolved_model.to_owned(),
+        digest: digest.to_hex().to_string(),
+    })
+}
+
+/// Whether the answer is drawn at random: temperature above zero, or unset (the provider
+/// default, 1.0 almost everywhere).
+///
+/// `top_p` does not enter: at temperature 0 decoding is greedy and the most likely token is
+/// always inside the nucleus, so `top_p < 1` cannot add randomness; above 0 the request is
+/// sampled already.
+pub fn is_sampled(req: &ChatRequest) -> bool {
+    req.temperature.is_none_or(|t| t > 0.0)
+}
+
+/// The tenant namespace for a gateway key: a short keyed hash, never the key itself, so cache
+/// keys (which end up in Redis, SQLite files and logs) reveal nothing usable. An empty key (no
+/// authentication) maps to `shared`.
+pub fn namespace_for_gateway_key(key: &str) -> String {
+    if key.is_empty() {
+        return "shared".to_owned();
+    }
+    let hash = blake3::derive_key(NAMESPACE_CONTEXT, key.as_bytes());
+    let mut hex = blake3::Hash::from_bytes(hash).to_hex().to_string();
+    hex.truncate(NAMESPACE_HEX_LEN);
+    hex
+}
+
+/// The canonical text the digest is taken over (sorted JSON), or `None` when the request must
+/// not be cached. Public so tooling can show why two requests do or do not share an entry.
+pub fn canonical_form(req: &ChatRequest, resolved_model: &str) -> Option<String> {
+    if req.n.is_some_and(|n| n > 1) {
+        return None;
+    }
+    let mut doc = Map::new();
+    doc.insert("model".into(), Value::String(resolved_model.to_owned()));
+
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for message in &req.messages {
+        // The whole message, unknown fields included: everything in it reaches the model.
+        let mut value = serde_json::to_value(message).ok()?;
+        if let (Some(content), Value::Object(obj)) = (&message.content, &mut value) {
+            obj.insert("content".into(), content_value(content)?);
+        }
+        messages.push(value);
+    }
+    doc.insert("messages".into(), Value::Array(messages));
+
+    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
+        doc.insert("tools".into(), serde_json::to_value(tools).ok()?);
+    }
+    if let Some(choice) = &req.tool_choice {
+        doc.insert("tool_choice".into(), serde_json::to_value(choice).ok()?);
+    }
+    if let Some(parallel) = req.parallel_tool_calls {
+        doc.insert("parallel_tool_calls".into(), Value::Bool(parallel));
+    }
+    // Plain text is the default format: asking for it explicitly is the same request.
+    if let Some(format) = req
+        .response_format
+        .as_ref()
+        .filter(|f| !matches!(f, ResponseFormat::Text))
+    {
+        doc.insert("response_format".into(), serde_json::to_value(format).ok()?);
+    }
+    if let Some(t) = req.temperature {
+        doc.insert("temperature".into(), float_value(t)?);
+    }
+    if let Some(p) = req.top_p {
+        doc.insert("top_p".into(), float_value(p)?);
+    }
+    if let Some(cap) = req.max_output_tokens() {
+        doc.insert("max_output_tokens".into(), Value::from(cap));
+    }
+    let stop = req.stop_sequences();
+    if !stop.is_empty() {
+        // Order is kept: it is what the client sent, and normalising it buys almost nothing.
+        doc.insert(
+            "stop".into(),
+            Value::Array(stop.into_iter().map(Value::String).collect()),
+        );
+    }
+    if let Some(seed) = req.seed {
+        doc.insert("seed".into(), Value::from(seed));
+    }
+    // `n: 1` is the default; only an explicit other value (0, which upstreams reject) is kept.
+    if let Some(n) = req.n.filter(|&n| n != 1) {
+        doc.insert("n".into(), Value::from(n));
+    }
+
+    let extras: Map<String, Value> = req
+        .extra
+        .iter()
+        .filter(|(k, v)| !v.is_null() && !NON_DECIDING_EXTRAS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !extras.is_empty() {
+        // Nested so a vendor extra can never collide with a modelled field's name.
+        doc.insert("extra".into(), Value::Object(extras));
+    }
+
+    let mut out = String::with_capacity(256);
+    write_canonical(&Value::Object(doc), &mut out);
+    Some(out)
+}
+
+/// Content as the model sees it: a single text part is the same prompt as a plain string.
+fn content_value(content: &MessageContent) -> Option<Value> {
+    match content {
+        MessageContent::Text(text) => Some(Value::String(text.clone())),
+        MessageContent::Parts(parts) => match parts.as_slice() {
+            [ContentPart::Text { text }] => Some(Value::String(text.clone())),
+            _ => serde_json::to_value(parts).ok(),
+        },
+    }
+}
+
+fn float_value(x: f64) -> Option<Value> {
+    Number::from_f64(x).map(Value::Number)
+}
+
+/// Sorted-key, whitespace-free JSON with normalised numbers.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => write_number(n, out),
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            // Sorted here rather than trusting `Map`: with serde_json's `preserve_order`
+            // feature (which any crate in the build can switch on) it keeps insertion order.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Integers print as integers; floats with an exact integer value (below 2^53, where f64
+/// integers are exact) print as that integer, so `0` and `0.0` agree; other floats print as
+/// Rust's shortest round-trip decimal, which is the same on every platform.
+fn write_number(n: &Number, out: &mut String) {
+    use std::fmt::Write as _;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if let Some(u) = n.as_u64() {
+        let _ = write!(out, "{u}");
+    } else if let Some(i) = n.as_i64() {
+        let _ = write!(out, "{i}");
+    } else if let Some(f) = n.as_f64() {
+        if f.fract() == 0.0 && f.abs() < EXACT {
+            // Exact by the bound above; -0.0 becomes 0.
+            let _ = write!(out, "{}", f as i64);
+        } else {
+            let _ = write!(out, "{f}");
+        }
+    } else {
+        // Only reachable with `arbitrary_precision` and a number outside f64: keep its text.
+        let _ = write!(out, "{n}");
+    }
+}
+
+fn write_string(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+#[path = "tests/key_tests.rs"]
+mod tests;

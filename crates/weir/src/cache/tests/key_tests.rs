@@ -1,0 +1,287 @@
+//! Which request fields split the cache, which do not, and that keys never drift.
+
+use serde_json::json;
+use weir_types::chat::{
+    ChatRequest, Message, Role, Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
+};
+
+use super::*;
+
+const MODEL: &str = "openai/gpt-4o-mini";
+
+fn base() -> ChatRequest {
+    let mut req = ChatRequest::new(
+        "fast",
+        vec![
+            Message::system("You are terse."),
+            Message::user("What is 2+2?"),
+        ],
+    );
+    req.temperature = Some(0.0);
+    req
+}
+
+fn parse(v: serde_json::Value) -> ChatRequest {
+    serde_json::from_value(v).expect("valid test request")
+}
+
+fn digest(req: &ChatRequest) -> String {
+    cache_key(req, MODEL, "shared").expect("cacheable").digest
+}
+
+type Edit = fn(&mut ChatRequest);
+
+#[test]
+fn non_deciding_fields_share_a_key() {
+    let cases: &[(&str, Edit)] = &[
+        ("stream", |r| r.stream = Some(true)),
+        ("stream_options", |r| {
+            r.stream_options = Some(StreamOptions {
+                include_usage: Some(true),
+                extra: Default::default(),
+            })
+        }),
+        ("user", |r| r.user = Some("alice".into())),
+        ("metadata", |r| {
+            r.metadata = json!({"trace": "x"}).as_object().cloned()
+        }),
+        ("request_id extra", |r| {
+            r.extra.insert("request_id".into(), json!("req-123"));
+        }),
+        ("store extra", |r| {
+            r.extra.insert("store".into(), json!(true));
+        }),
+        ("service_tier extra", |r| {
+            r.extra.insert("service_tier".into(), json!("flex"));
+        }),
+        ("null extra", |r| {
+            r.extra.insert("presence_penalty".into(), json!(null));
+        }),
+        ("alias before resolution", |r| {
+            r.model = "other-alias".into()
+        }),
+        ("n = 1", |r| r.n = Some(1)),
+        ("max_completion_tokens for max_tokens", |r| {
+            r.max_tokens = Some(100);
+        }),
+        ("text response_format", |r| {
+            r.response_format = Some(ResponseFormat::Text)
+        }),
+        ("empty stop list", |r| r.stop = Some(Stop::Many(vec![]))),
+        ("single text part", |r| {
+            r.messages[1].content = Some(MessageContent::Parts(vec![ContentPart::Text {
+                text: "What is 2+2?".into(),
+            }]))
+        }),
+    ];
+    let mut reference = base();
+    reference.max_completion_tokens = Some(100);
+    let want = digest(&reference);
+    for (name, edit) in cases {
+        let mut req = base();
+        req.max_completion_tokens = Some(100);
+        edit(&mut req);
+        // The cap case swaps which field carries it.
+        if *name == "max_completion_tokens for max_tokens" {
+            req.max_completion_tokens = None;
+        }
+        assert_eq!(digest(&req), want, "{name} should not change the key");
+    }
+}
+
+#[test]
+fn deciding_fields_change_the_key() {
+    let cases: &[(&str, Edit)] = &[
+        ("message text", |r| {
+            r.messages[1] = Message::user("What is 3+3?")
+        }),
+        ("message role", |r| r.messages[0].role = Role::Developer),
+        ("extra message", |r| {
+            r.messages.push(Message::assistant("4"))
+        }),
+        ("message name", |r| r.messages[1].name = Some("bob".into())),
+        ("temperature", |r| r.temperature = Some(0.7)),
+        ("temperature unset", |r| r.temperature = None),
+        ("top_p", |r| r.top_p = Some(0.9)),
+        ("seed", |r| r.seed = Some(42)),
+        ("max tokens", |r| r.max_tokens = Some(10)),
+        ("tools", |r| {
+            r.tools = Some(vec![Tool::function(
+                "add",
+                "adds",
+                json!({"type": "object"}),
+            )])
+        }),
+        ("tool_choice", |r| {
+            r.tool_choice = Some(ToolChoice::Mode(ToolChoiceMode::Required))
+        }),
+        ("parallel_tool_calls", |r| {
+            r.parallel_tool_calls = Some(false)
+        }),
+        ("response_format", |r| {
+            r.response_format = Some(ResponseFormat::JsonObject)
+        }),
+        ("stop", |r| r.stop = Some(Stop::One("\n".into()))),
+        ("presence_penalty", |r| {
+            r.extra.insert("presence_penalty".into(), json!(0.5));
+        }),
+        ("logit_bias", |r| {
+            r.extra.insert("logit_bias".into(), json!({"50256": -100}));
+        }),
+        ("reasoning_effort", |r| {
+            r.extra.insert("reasoning_effort".into(), json!("high"));
+        }),
+        ("mock", |r| {
+            r.extra.insert("mock".into(), json!({"reply": "5"}));
+        }),
+        ("unknown vendor extra", |r| {
+            r.extra.insert("top_k".into(), json!(5));
+        }),
+    ];
+    let want = digest(&base());
+    for (name, edit) in cases {
+        let mut req = base();
+        edit(&mut req);
+        assert_ne!(digest(&req), want, "{name} should change the key");
+    }
+    // The resolved model is part of the key (and of its flat form).
+    assert_ne!(
+        cache_key(&base(), "openai/gpt-4o", "shared").map(|k| k.digest),
+        Some(want)
+    );
+}
+
+#[test]
+fn stop_order_matters_but_spelling_does_not() {
+    let with_stop = |s: Stop| {
+        let mut r = base();
+        r.stop = Some(s);
+        digest(&r)
+    };
+    assert_eq!(
+        with_stop(Stop::One("END".into())),
+        with_stop(Stop::Many(vec!["END".into()]))
+    );
+    assert_ne!(
+        with_stop(Stop::Many(vec!["a".into(), "b".into()])),
+        with_stop(Stop::Many(vec!["b".into(), "a".into()]))
+    );
+}
+
+#[test]
+fn json_spelling_does_not_change_the_key() {
+    // Key order, `1` versus `1.0`, and `0` versus `0.0` in extras are the same request.
+    let a = parse(json!({
+        "model": "fast", "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 1, "presence_penalty": 0,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x",
+            "schema": {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "number"}}}}}
+    }));
+    let b = parse(json!({
+        "response_format": {"json_schema": {"schema": {"properties": {"b": {"type": "number"}, "a": {"type": "string"}}, "type": "object"}, "name": "x"}, "type": "json_schema"},
+        "presence_penalty": 0.0, "temperature": 1.0,
+        "messages": [{"content": "hi", "role": "user"}], "model": "fast"
+    }));
+    assert_eq!(digest(&a), digest(&b));
+}
+
+#[test]
+fn several_samples_are_not_cached() {
+    let mut req = base();
+    req.n = Some(2);
+    assert_eq!(cache_key(&req, MODEL, "shared"), None);
+    assert_eq!(canonical_form(&req, MODEL), None);
+}
+
+#[test]
+fn golden_digest() {
+    // A change here means every deployed cache entry stops matching: bump the key version
+    // (KEY_CONTEXT and the `v1` of `CacheKey::flat`) when that is intended.
+    let mut req = base();
+    req.max_tokens = Some(64);
+    req.seed = Some(7);
+    req.top_p = Some(0.95);
+    req.stop = Some(Stop::Many(vec!["\n\n".into(), "END".into()]));
+    req.tools = Some(vec![Tool::function(
+        "add",
+        "Add two numbers",
+        json!({"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}),
+    )]);
+    req.extra.insert("presence_penalty".into(), json!(0.25));
+    req.extra.insert("logit_bias".into(), json!({"1734": -5}));
+    req.user = Some("not-in-key".into());
+    assert_eq!(
+        canonical_form(&req, MODEL).as_deref(),
+        Some(concat!(
+            r#"{"extra":{"logit_bias":{"1734":-5},"presence_penalty":0.25},"#,
+            r#""max_output_tokens":64,"messages":[{"content":"You are terse.","role":"system"},"#,
+            r#"{"content":"What is 2+2?","role":"user"}],"model":"openai/gpt-4o-mini","#,
+            r#""seed":7,"stop":["\n\n","END"],"temperature":0,"#,
+            r#""tools":[{"function":{"description":"Add two numbers","name":"add","#,
+            r#""parameters":{"properties":{"a":{"type":"number"},"b":{"type":"number"}},"#,
+            r#""type":"object"}},"type":"function"}],"top_p":0.95}"#
+        ))
+    );
+    let key = cache_key(&req, MODEL, "shared");
+    assert_eq!(key.as_ref().map(|k| k.digest.as_str()), Some(GOLDEN_DIGEST));
+    assert_eq!(
+        key.map(|k| k.flat()),
+        Some(format!("v1:shared:{MODEL}:{GOLDEN_DIGEST}"))
+    );
+}
+
+const GOLDEN_DIGEST: &str = "7c0a3ce288740a6b47eb192fd0188fe5833f84164e889e1827202f3c55e5ed5e";
+
+#[test]
+fn namespaces_separate_tenants_without_revealing_keys() {
+    let a = namespace_for_gateway_key("sk-weir-alice-0123456789");
+    let b = namespace_for_gateway_key("sk-weir-bob-0123456789");
+    assert_ne!(a, b);
+    assert_eq!(a, namespace_for_gateway_key("sk-weir-alice-0123456789"));
+    assert_eq!(a.len(), 16);
+    assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(!a.contains("alice"));
+    assert_eq!(namespace_for_gateway_key(""), "shared");
+
+    let req = base();
+    let ka = cache_key(&req, MODEL, &a);
+    let kb = cache_key(&req, MODEL, &b);
+    // Same request, same digest, but different entries.
+    assert_eq!(
+        ka.as_ref().map(|k| &k.digest),
+        kb.as_ref().map(|k| &k.digest)
+    );
+    assert_ne!(ka.map(|k| k.flat()), kb.map(|k| k.flat()));
+}
+
+#[test]
+fn sampled_requests_are_told_apart() {
+    let with_temp = |t: Option<f64>, top_p: Option<f64>| {
+        let mut r = base();
+        r.temperature = t;
+        r.top_p = top_p;
+        is_sampled(&r)
+    };
+    assert!(!with_temp(Some(0.0), None));
+    assert!(!with_temp(Some(0.0), Some(0.5)), "greedy whatever top_p");
+    assert!(with_temp(Some(0.2), None));
+    assert!(with_temp(None, None), "provider default is sampled");
+    // Sampled requests still get a key: caching them is the caller's choice.
+    let mut r = base();
+    r.temperature = Some(0.9);
+    assert!(cache_key(&r, MODEL, "shared").is_some());
+}
+
+#[test]
+fn strings_are_escaped_unambiguously() {
+    let with_text = |t: &str| {
+        let mut r = base();
+        r.messages[1] = Message::user(t);
+        digest(&r)
+    };
+    assert_ne!(with_text("a\"b"), with_text("a\\\"b"));
+    assert_ne!(with_text("a\u{1}"), with_text("a\\u0001"));
+    let mut r = base();
+    r.messages[1] = Message::user("tab\there \u{7} \"q\"");
+    assert!(canonical_form(&r, MODEL).is_some_and(|c| c.contains(r#""tab\there \u0007 \"q\"""#)));
+}

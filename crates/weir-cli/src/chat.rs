@@ -31,7 +31,7 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
         .model
         .clone()
         .unwrap_or_else(|| config.defaults.model.clone());
-    let client = weir::Client::new(config)?;
+    let client = weir::Client::builder(config).build_async().await?;
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
         messages.push(Message::system(s.clone()));
@@ -41,13 +41,21 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
     req.max_tokens = args.max_tokens;
     req.temperature = args.temperature;
 
+    let opts = weir::CallOptions {
+        cache: weir::client::CacheDirectives {
+            no_read: args.no_cache,
+            no_store: args.no_cache,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let mut out = std::io::stdout().lock();
     if args.stream {
         req.stream_options = Some(StreamOptions {
             include_usage: Some(args.json),
             extra: Default::default(),
         });
-        let mut stream = client.chat_stream(req).await?;
+        let mut stream = client.chat_stream_with(req, &opts).await?;
         let mut ended_with_newline = true;
         while let Some(item) = stream.next().await {
             let chunk = item?;
@@ -91,7 +99,7 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
             writeln!(out, "{line}")?;
         }
     } else {
-        let done = client.chat(req).await?;
+        let done = client.chat_with(req, &opts).await?;
         if args.json {
             let mut body = serde_json::to_value(&done.response)?;
             if let Some(obj) = body.as_object_mut() {

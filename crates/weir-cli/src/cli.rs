@@ -36,6 +36,22 @@ pub enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect or clear the response cache's persistent tiers (SQLite, Redis).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Hits, misses, entries, bytes and savings (persistent tiers; a running gateway's
+    /// memory tier is at GET /cache/stats).
+    Stats,
+    /// Remove every entry, or one model's.
+    Clear {
+        /// Only this model's entries (a named model or provider/model).
+        #[arg(long, short = 'm')]
+        model: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +78,9 @@ pub struct ChatArgs {
     /// Answer from the offline mock provider, whatever the model.
     #[arg(long)]
     pub mock: bool,
+    /// Neither read nor write the response cache.
+    #[arg(long)]
+    pub no_cache: bool,
     /// Cap on output tokens.
     #[arg(long)]
     pub max_tokens: Option<u32>,

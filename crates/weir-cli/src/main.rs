@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ConfigCommand};
+use cli::{CacheCommand, Cli, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,6 +67,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 for m in models {
                     writeln!(out, "{}", m.id)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache(cmd) => {
+            let config = load_config(cli.config.as_deref())?;
+            let client = weir::Client::builder(config).build_async().await?;
+            let mut out = std::io::stdout().lock();
+            match cmd {
+                CacheCommand::Stats => match client.cache_stats().await {
+                    Some(stats) => writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?,
+                    None => writeln!(out, "the cache is disabled (cache.enabled: false)")?,
+                },
+                CacheCommand::Clear { model } => {
+                    let removed = client.clear_cache(model.as_deref()).await;
+                    writeln!(
+                        out,
+                        "removed {removed} entr{}",
+                        if removed == 1 { "y" } else { "ies" }
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -11,7 +11,8 @@
 //! - `POST /v1/messages` (Anthropic Messages, native to Anthropic, translated otherwise) and
 //!   `POST /v1/messages/count_tokens`;
 //! - `GET /health`, `GET /ready`, `GET /status`;
-//! - `POST /admin/circuits/reset` (behind the gateway keys).
+//! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
+//!   keys).
 //!
 //! Middleware, outer -> inner: panic catch -> request id -> access log -> auth -> handler.
 
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(routes::ops::ready))
         .route("/status", get(routes::ops::status))
         .route("/admin/circuits/reset", post(routes::admin::reset_circuits))
+        .route("/cache/stats", get(routes::admin::cache_stats))
+        .route("/cache", axum::routing::delete(routes::admin::clear_cache))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -150,7 +153,7 @@ impl Server {
             addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
         }
         weir::tokens::warm_up();
-        let client = weir::Client::new(config)?;
+        let client = weir::Client::builder(config).build_async().await?;
         let state = AppState::new(client);
         let listener = TcpListener::bind(addr)
             .await

@@ -16,6 +16,11 @@ use crate::state::AppState;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// The caller's cache namespace: derived from the gateway key it presented (a hash, never the
+/// key), so tenants never read each other's cache entries.
+#[derive(Debug, Clone)]
+pub struct Tenant(pub String);
+
 /// Put on a response by a handler so the access log can say what was served.
 #[derive(Debug, Clone, Default)]
 pub struct Served {
@@ -101,9 +106,14 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let presented = bearer.or(api_key);
+    let presented = bearer.or(api_key).map(str::to_owned);
     match presented {
-        Some(k) if state.key_matches(k) => next.run(req).await,
+        Some(k) if state.key_matches(&k) => {
+            let tenant = Tenant(weir::cache::key::namespace_for_gateway_key(&k));
+            let mut req = req;
+            req.extensions_mut().insert(tenant);
+            next.run(req).await
+        }
         Some(_) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",

@@ -34,3 +34,28 @@ pub async fn reset_circuits(
     let n = state.client.reset_circuits(req.deployment.as_deref());
     Ok(json_response(&json!({ "reset": n })))
 }
+
+/// `GET /cache/stats`: hits, misses, hit rate, coalesced requests, entries and bytes per
+/// tier, and the tokens and estimated dollars the hits saved.
+pub async fn cache_stats(State(state): State<AppState>) -> Response {
+    match state.client.cache_stats().await {
+        Some(stats) => json_response(&stats),
+        None => json_response(&json!({ "enabled": false })),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ClearQuery {
+    /// Only this model's entries (a named model or `provider/model`).
+    #[serde(default)]
+    model: Option<String>,
+}
+
+/// `DELETE /cache[?model=...]`: clear every tier, or one model's entries.
+pub async fn clear_cache(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ClearQuery>,
+) -> Response {
+    let removed = state.client.clear_cache(q.model.as_deref()).await;
+    json_response(&json!({ "removed": removed, "model": q.model }))
+}

@@ -20,6 +20,7 @@ pub async fn completions(
     State(state): State<AppState>,
     Extension(RequestId(id)): Extension<RequestId>,
     headers: axum::http::HeaderMap,
+    tenant: Option<Extension<crate::middleware::Tenant>>,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Response {
     let started = Instant::now();
@@ -27,7 +28,7 @@ pub async fn completions(
     if state.log_bodies {
         tracing::debug!(request_id = %id, body = ?req, "chat request body");
     }
-    let opts = super::call_options(&id, &headers);
+    let opts = super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0));
     let served = |provider: &str| Served {
         model: model.clone(),
         provider: provider.to_owned(),

@@ -17,11 +17,12 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(RequestId(id)): Extension<RequestId>,
     headers: axum::http::HeaderMap,
+    tenant: Option<Extension<crate::middleware::Tenant>>,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
 ) -> Response {
     let started = Instant::now();
     let model = req.model.clone();
-    let opts = super::call_options(&id, &headers);
+    let opts = super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0));
     match state.client.embed_with(req, &opts).await {
         Ok(done) => {
             let mut res = json_response(&done.response);

@@ -24,6 +24,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(RequestId(id)): Extension<RequestId>,
     headers: axum::http::HeaderMap,
+    tenant: Option<Extension<crate::middleware::Tenant>>,
     JsonBody(req): JsonBody<MessagesRequest>,
 ) -> Response {
     let started = Instant::now();
@@ -31,7 +32,7 @@ pub async fn create(
     if state.log_bodies {
         tracing::debug!(request_id = %id, body = ?req, "messages request body");
     }
-    let opts = super::call_options(&id, &headers);
+    let opts = super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0));
     let served = |provider: &str| Served {
         model: model.clone(),
         provider: provider.to_owned(),

@@ -12,7 +12,12 @@ use std::time::Instant;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::time::Duration;
+
 use weir::CallOptions;
+use weir::client::CacheDirectives;
+
+use crate::middleware::Tenant;
 use weir::ResponseMeta;
 
 /// A 200 JSON response serialised in one go.
@@ -57,22 +62,72 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
         "x-weir-processing-ms",
         format!("{:.3}", own.as_secs_f64() * 1000.0),
     );
+    put("x-weir-cache", meta.cache.as_str().to_owned());
+    if meta.coalesced {
+        put("x-weir-coalesced", "true".to_owned());
+    }
     if let Some(cost) = meta.cost_usd {
         put("x-weir-cost-usd", cost.normalize().to_string());
     }
 }
 
-/// Per-call options from the request: its id, and `x-weir-priority` (0-255, higher first)
-/// for queueing when upstream keys are out of capacity.
-pub fn call_options(request_id: &str, headers: &HeaderMap) -> CallOptions {
+/// Per-call options from the request: its id, `x-weir-priority` (0-255, higher first) for
+/// queueing when upstream keys are out of capacity, the cache directives (`Cache-Control:
+/// no-cache` skips the lookup, `no-store` the write; `x-weir-cache-ttl` sets the entry's time
+/// to live in seconds or as `10m`, and asks for caching even of a sampled request), and the
+/// tenant's cache namespace set by the auth layer.
+pub fn call_options(request_id: &str, headers: &HeaderMap, tenant: Option<&Tenant>) -> CallOptions {
     let priority = headers
         .get("x-weir-priority")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u8>().ok())
         .unwrap_or(0);
+    let mut cache = CacheDirectives::default();
+    for directive in headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        match directive.trim().to_ascii_lowercase().as_str() {
+            "no-cache" => cache.no_read = true,
+            "no-store" => cache.no_store = true,
+            _ => {}
+        }
+    }
+    if let Some(ttl) = headers
+        .get("x-weir-cache-ttl")
+        .and_then(|v| v.to_str().ok())
+    {
+        let ttl = ttl.trim();
+        let parsed = ttl
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .ok()
+            .or_else(|| humantime_duration(ttl));
+        if let Some(d) = parsed {
+            cache.ttl = Some(d);
+            cache.force = true;
+        }
+    }
     CallOptions {
         request_id: Some(request_id.to_owned()),
         timeout: None,
         priority,
+        cache,
+        tenant: tenant.map(|t| t.0.clone()),
     }
+}
+
+/// `30s`, `10m`, `1h`: the few units a header needs, without another dependency.
+fn humantime_duration(text: &str) -> Option<Duration> {
+    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
 }

@@ -11,13 +11,26 @@ pub async fn health() -> Response {
     json_response(&json!({"status": "ok"}))
 }
 
-/// Ready once the config is loaded and the client built, which is before the listener opens;
-/// stores (cache, ledger) will report here as they arrive.
+/// Ready once the config is loaded and the client built (before the listener opens) and the
+/// cache's stores answer. A store that does not answer makes weir not ready (503), so a load
+/// balancer can route around the instance; requests would still be served, as misses.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    json_response(&json!({
-        "status": "ready",
-        "providers": state.client.config().providers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
-    }))
+    let providers: Vec<&str> = state
+        .client
+        .config()
+        .providers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    match state.client.cache_ready().await {
+        Ok(()) => json_response(&json!({"status": "ready", "providers": providers})),
+        Err(e) => {
+            let mut res =
+                json_response(&json!({"status": "not ready", "providers": providers, "cache": e}));
+            *res.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            res
+        }
+    }
 }
 
 /// Uptime, calls/tokens/cost per model since start, and each upstream key's rate-limit state.

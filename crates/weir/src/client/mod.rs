@@ -11,6 +11,7 @@
 //! item, and the accounting still happens when the stream ends or is dropped.
 
 mod blocking;
+mod cached;
 mod engine;
 mod messages;
 pub mod route;
@@ -30,7 +31,9 @@ use weir_types::chat::{ChatRequest, ChatResponse, Usage};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 use weir_types::models::Model;
 
+pub use crate::cache::tiered::CacheStats;
 pub use blocking::BlockingClient;
+pub use cached::{CacheDirectives, CacheStatus};
 pub use messages::{MessagesOutcome, MessagesStream};
 pub use route::Route;
 pub use stats::ModelTotals;
@@ -71,6 +74,10 @@ pub struct ResponseMeta {
     /// The label of the upstream key used (never the key itself).
     pub key_id: Option<String>,
     pub rate_limit: Option<RateLimitSnapshot>,
+    /// Whether the cache answered (`hit`), was looked up (`miss`) or did not apply.
+    pub cache: CacheStatus,
+    /// `true` when this call shared an identical in-flight call's upstream answer.
+    pub coalesced: bool,
 }
 
 mod duration_ms {
@@ -103,6 +110,11 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Queue priority when keys are out of capacity: higher goes first (FIFO within one).
     pub priority: u8,
+    /// Cache directives for this call.
+    pub cache: CacheDirectives,
+    /// The caller's cache namespace (the gateway sets a hash of the gateway key), so tenants
+    /// never read each other's entries; `None` shares the default namespace.
+    pub tenant: Option<String>,
 }
 
 /// Everything `/status` reports.
@@ -140,6 +152,7 @@ struct Inner {
     budget: RetryBudget,
     stats: Stats,
     started: std::time::Instant,
+    cache: Option<cached::CacheLayer>,
 }
 
 /// The weir client. Cheap to clone.
@@ -192,7 +205,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Build the client. A Redis cache tier needs a connection first: use
+    /// [`ClientBuilder::build_async`] when `cache.redis` is configured.
     pub fn build(self) -> Result<Client> {
+        if self.config.cache.enabled && self.config.cache.redis.is_some() {
+            return Err(cached_problem(
+                "cache.redis",
+                "a Redis tier is connected asynchronously: build the client with `build_async().await`",
+            ));
+        }
+        self.build_with(None)
+    }
+
+    /// Build the client, connecting the shared Redis cache tier if one is configured.
+    pub async fn build_async(self) -> Result<Client> {
+        let redis = cached::CacheLayer::connect_redis(&self.config.cache).await?;
+        self.build_with(redis)
+    }
+
+    fn build_with(self, redis: Option<crate::cache::redis::RedisStore>) -> Result<Client> {
         crate::provider::http::install_crypto_provider();
         let mut config = self.config;
         let mut providers = HashMap::new();
@@ -232,6 +263,7 @@ impl ClientBuilder {
         }
         let groups = Groups::from_config(&config);
         let budget = engine::budget(&config);
+        let cache = cached::CacheLayer::open(&config.cache, redis)?;
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
@@ -240,6 +272,7 @@ impl ClientBuilder {
                 budget,
                 stats: Stats::default(),
                 started: std::time::Instant::now(),
+                cache,
             }),
         })
     }
@@ -349,6 +382,8 @@ impl Client {
             cost_usd: cost,
             key_id,
             rate_limit,
+            cache: CacheStatus::Bypass,
+            coalesced: false,
         }
     }
 
@@ -357,8 +392,14 @@ impl Client {
         self.chat_with(req, &CallOptions::default()).await
     }
 
-    /// A complete chat completion with per-call options.
-    pub async fn chat_with(&self, mut req: ChatRequest, opts: &CallOptions) -> Result<Completion> {
+    /// A complete chat completion with per-call options: from the cache when it holds the
+    /// answer, else from the upstream (shared with identical requests in flight).
+    pub async fn chat_with(&self, req: ChatRequest, opts: &CallOptions) -> Result<Completion> {
+        self.chat_cached(req, opts).await
+    }
+
+    /// The engine's answer, without the cache.
+    async fn chat_uncached(&self, mut req: ChatRequest, opts: &CallOptions) -> Result<Completion> {
         validate_chat(&req)?;
         let requested_model = std::mem::take(&mut req.model);
         req.stream = None;
@@ -403,6 +444,15 @@ impl Client {
     }
 
     pub async fn chat_stream_with(
+        &self,
+        req: ChatRequest,
+        opts: &CallOptions,
+    ) -> Result<ChatStream> {
+        self.chat_stream_cached(req, opts).await
+    }
+
+    /// The engine's stream, without the cache.
+    async fn chat_stream_uncached(
         &self,
         mut req: ChatRequest,
         opts: &CallOptions,
@@ -686,6 +736,17 @@ fn bound_by_deadline<T: Send + 'static>(
         },
     )
     .boxed()
+}
+
+fn cached_problem(path: &str, reason: &str) -> Error {
+    crate::config::ConfigError {
+        file: None,
+        problems: vec![crate::config::Problem {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        }],
+    }
+    .into()
 }
 
 /// Checks every provider needs; the rest is the upstream's business.

@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use futures::Stream;
 use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use rust_decimal::Decimal;
 use weir_types::chat::{ChatChunk, Usage};
 
@@ -84,6 +84,45 @@ impl ChatStream {
         &self.meta
     }
 
+    /// A stream whose upstream spend is accounted elsewhere (a cache replay, or a subscriber
+    /// to a shared in-flight stream). Its summary reports the usage it carried, at the meta's
+    /// cost.
+    pub(crate) fn without_accounting(
+        inner: BoxStream<'static, Result<ChatChunk>>,
+        meta: ResponseMeta,
+        pass_usage: bool,
+    ) -> Self {
+        Self {
+            inner,
+            meta,
+            pass_usage,
+            accounting: None,
+            usage: None,
+            output_bytes: 0,
+            finished: false,
+            summary: Arc::new(OnceLock::new()),
+        }
+    }
+
+    pub(crate) fn meta_mut(&mut self) -> &mut ResponseMeta {
+        &mut self.meta
+    }
+
+    /// Pass the usage chunk on whatever the request asked (for a stream shared by callers
+    /// who each decide for themselves).
+    pub(crate) fn set_pass_usage(&mut self, pass: bool) {
+        self.pass_usage = pass;
+    }
+
+    /// Wrap the chunk source (inside the accounting, which keeps seeing every chunk).
+    pub(crate) fn map_inner(
+        &mut self,
+        f: impl FnOnce(BoxStream<'static, Result<ChatChunk>>) -> BoxStream<'static, Result<ChatChunk>>,
+    ) {
+        let inner = std::mem::replace(&mut self.inner, futures::stream::empty().boxed());
+        self.inner = f(inner);
+    }
+
     /// A handle to the summary, filled in when the stream ends (or is dropped).
     pub fn summary_handle(&self) -> Arc<OnceLock<StreamSummary>> {
         Arc::clone(&self.summary)
@@ -96,6 +135,12 @@ impl ChatStream {
 
     fn settle(&mut self, completed: bool) {
         let Some(acc) = self.accounting.take() else {
+            let _ = self.summary.set(StreamSummary {
+                usage: self.usage.take(),
+                usage_estimated: false,
+                cost_usd: self.meta.cost_usd,
+                completed,
+            });
             return;
         };
         let (usage, estimated) = match self.usage.take() {

@@ -1,0 +1,607 @@
+//! The response cache and single-flight in front of the engine.
+//!
+//! Per chat call: decide whether the cache applies ([`Client::cache_plan`]) -> look the exact
+//! key up in the tiers, then (opt-in) the semantic index -> on a miss, join or lead the flight
+//! for that key, so identical requests in flight share one upstream call -> the leader stores a
+//! complete, successful answer. Streams follow the same path: a hit is replayed as chunks, a
+//! miss is one upstream stream fanned out to every identical request and stored once complete.
+//!
+//! Policy (documented in the README):
+//! - Only requests that do not sample are cached by default (temperature 0); `cache_sampled`
+//!   or a per-call TTL (`x-weir-cache-ttl`) opts sampled requests in. `n > 1` never is.
+//! - `no_read` (`Cache-Control: no-cache`) skips the lookup and the flight: the caller wants a
+//!   fresh answer. `no_store` keeps the answer out of the cache.
+//! - A leader's error is every follower's error (they asked at the same instant); a leader
+//!   cancelled before answering hands the call to a follower (see [`crate::cache::flight`]).
+//! - Hits and followers cost nothing: their meta reports the answer's usage with a cost of 0,
+//!   and the savings appear in the cache stats. Upstream spend is counted once, by the leader.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse, StreamOptions};
+use weir_types::embeddings::{EmbeddingVector, EmbeddingsRequest};
+
+use super::route::{Route, Target};
+use super::{CallOptions, ChatStream, Client, Completion, ResponseMeta, validate_chat};
+use crate::cache::flight::{Flights, Role, StreamFlights};
+use crate::cache::key;
+use crate::cache::memory::MemoryStore;
+use crate::cache::redis::RedisStore;
+use crate::cache::replay::{chunks_from_response, replay, response_from_chunks};
+use crate::cache::semantic::{SemanticIndex, partition_key, prompt_text};
+use crate::cache::sqlite::SqliteStore;
+use crate::cache::store::{CacheKey, CacheStore};
+use crate::cache::tiered::{CacheStats, TieredCache};
+use crate::config::{CacheConfig, ConfigError, Problem};
+use crate::error::Result;
+
+/// Per-call cache directives (the gateway maps `Cache-Control` and `x-weir-cache-ttl` here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheDirectives {
+    /// Skip the lookup (and any identical request in flight): fetch a fresh answer.
+    pub no_read: bool,
+    /// Keep this answer out of the cache.
+    pub no_store: bool,
+    /// Time to live of the entry this call writes; `cache.ttl` when unset.
+    pub ttl: Option<Duration>,
+    /// Cache the call even if it samples (temperature above 0 or unset).
+    pub force: bool,
+}
+
+/// Where an answer came from, as `x-weir-cache` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheStatus {
+    /// Served from the cache; no upstream call.
+    Hit,
+    /// Looked up, not found: answered upstream (or by an identical in-flight request).
+    Miss,
+    /// The cache did not apply: disabled, a sampled request, or `no-cache`.
+    #[default]
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// One stored answer and the deployment that produced it.
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedResponse {
+    provider: String,
+    upstream_model: String,
+    response: ChatResponse,
+}
+
+/// The cache tiers, flights and semantic index of one client.
+#[derive(Debug)]
+pub(crate) struct CacheLayer {
+    config: CacheConfig,
+    tiered: TieredCache,
+    flights: Flights<Completion>,
+    streams: StreamFlights,
+    semantic: Option<SemanticIndex>,
+    cleanup: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for CacheLayer {
+    fn drop(&mut self) {
+        if let Some(task) = self.cleanup.take() {
+            task.abort();
+        }
+    }
+}
+
+fn store_problem(path: &str, reason: String) -> crate::Error {
+    ConfigError {
+        file: None,
+        problems: vec![Problem {
+            path: path.to_owned(),
+            reason,
+        }],
+    }
+    .into()
+}
+
+impl CacheLayer {
+    /// Open the configured tiers; `None` when the cache is switched off. `redis` is the
+    /// already connected shared tier (connecting is async; see `ClientBuilder::build_async`).
+    pub(crate) fn open(config: &CacheConfig, redis: Option<RedisStore>) -> Result<Option<Self>> {
+        if !config.enabled {
+            return Ok(None);
+        }
+        let l1 = config
+            .memory_bytes
+            .map(|bytes| Arc::new(MemoryStore::new(bytes)) as Arc<dyn CacheStore>);
+        let mut cleanup = None;
+        let l2: Option<Arc<dyn CacheStore>> = match (redis, &config.sqlite) {
+            (Some(redis), _) => Some(Arc::new(redis)),
+            (None, Some((path, max_bytes))) => {
+                let store = SqliteStore::open(path, *max_bytes).map_err(|e| {
+                    store_problem(
+                        "cache.sqlite.path",
+                        format!("{e}; check that {} is a writable file path", path.display()),
+                    )
+                })?;
+                let store = Arc::new(store);
+                // Expired rows are misses anyway; the sweep only reclaims their space, so a
+                // client built outside a runtime simply goes without it.
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    cleanup = Some(store.spawn_cleanup(config.cleanup_interval));
+                }
+                Some(store)
+            }
+            (None, None) => None,
+        };
+        let semantic = config
+            .semantic
+            .as_ref()
+            .map(|s| SemanticIndex::new(s.max_entries, s.threshold));
+        Ok(Some(Self {
+            config: config.clone(),
+            tiered: TieredCache::new(l1, l2, config.ttl),
+            flights: Flights::new(),
+            streams: StreamFlights::new(),
+            semantic,
+            cleanup,
+        }))
+    }
+
+    /// Connect the shared Redis tier, if configured.
+    pub(crate) async fn connect_redis(config: &CacheConfig) -> Result<Option<RedisStore>> {
+        use secrecy::ExposeSecret;
+        let Some((url, prefix)) = config.redis.as_ref().filter(|_| config.enabled) else {
+            return Ok(None);
+        };
+        RedisStore::connect(url.expose_secret(), prefix)
+            .await
+            .map(Some)
+            .map_err(|e| {
+                store_problem(
+                    "cache.redis.url",
+                    format!("{e}; check that Redis is running and the URL is right"),
+                )
+            })
+    }
+}
+
+/// What the cache does for one call.
+struct Plan {
+    key: CacheKey,
+    read: bool,
+    store: bool,
+    ttl: Duration,
+    /// The semantic partition and prompt, when the semantic cache is on and there is a prompt.
+    semantic: Option<(String, String)>,
+    /// The prompt's embedding, once computed by the lookup (reused to index the answer).
+    embedding: Option<Vec<f32>>,
+}
+
+impl Client {
+    fn cache(&self) -> Option<&CacheLayer> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Whether and how the cache applies to `req` (whose model was taken out as `model`).
+    fn cache_plan(&self, req: &ChatRequest, model: &str, opts: &CallOptions) -> Option<Plan> {
+        let layer = self.cache()?;
+        let d = opts.cache;
+        if d.no_read && d.no_store {
+            return None;
+        }
+        if key::is_sampled(req) && !(layer.config.cache_sampled || d.force) {
+            return None;
+        }
+        let model = if model.is_empty() {
+            &self.inner.config.defaults.model
+        } else {
+            model
+        };
+        let resolved = match super::route::resolve_target(&self.inner.config, model).ok()? {
+            Target::Group(name) => name,
+            Target::Direct(route) => route.qualified(),
+        };
+        let namespace = match &opts.tenant {
+            Some(t) if layer.config.per_tenant => t.as_str(),
+            _ => "shared",
+        };
+        let key = key::cache_key(req, &resolved, namespace)?;
+        let semantic = layer.semantic.as_ref().and_then(|_| {
+            let prompt = prompt_text(req)?;
+            Some((partition_key(req, &resolved, namespace), prompt))
+        });
+        Some(Plan {
+            key,
+            read: !d.no_read,
+            store: !d.no_store,
+            ttl: d.ttl.unwrap_or(layer.config.ttl),
+            semantic,
+            embedding: None,
+        })
+    }
+
+    /// The exact entry for the plan's key, else the semantic neighbour's (opt-in). Records
+    /// the hit (with its savings) but not the miss: the caller knows whether it looked.
+    async fn cache_lookup(&self, layer: &CacheLayer, plan: &mut Plan) -> Option<CachedResponse> {
+        let (found, tier) = match layer.tiered.get(&plan.key).await {
+            Some(hit) => (hit.value, hit.tier),
+            None => (self.semantic_lookup(layer, plan).await?, "semantic"),
+        };
+        let cached: CachedResponse = match serde_json::from_slice(&found) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(key = %plan.key, error = %e, "unreadable cache entry: treated as a miss");
+                return None;
+            }
+        };
+        let route = Route {
+            provider: cached.provider.clone(),
+            upstream_model: cached.upstream_model.clone(),
+        };
+        let usage = cached.response.usage.as_ref();
+        let saved = self.price(&route, usage).unwrap_or_default();
+        layer.tiered.record_hit(
+            tier,
+            usage.map_or(0, |u| u.prompt_tokens),
+            usage.map_or(0, |u| u.completion_tokens),
+            saved,
+        );
+        Some(cached)
+    }
+
+    /// Embed the prompt and look for a stored prompt close enough in the same partition.
+    async fn semantic_lookup(&self, layer: &CacheLayer, plan: &mut Plan) -> Option<Bytes> {
+        let index = layer.semantic.as_ref()?;
+        let config = layer.config.semantic.as_ref()?;
+        let (partition, prompt) = plan.semantic.as_ref()?;
+        let req = EmbeddingsRequest::new(config.model.clone(), vec![prompt.clone()]);
+        let embedding = match self.embed(req).await {
+            Ok(out) => match out.response.data.into_iter().next()?.embedding {
+                EmbeddingVector::Float(v) => v,
+                // weir never asks for base64, so an upstream sending it is ignored.
+                EmbeddingVector::Base64(_) => return None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "semantic cache: embedding failed, treated as a miss");
+                return None;
+            }
+        };
+        let found = index.lookup(partition, &embedding);
+        plan.embedding = Some(embedding);
+        let key = parse_flat_key(&found?.cache_key)?;
+        layer.tiered.get(&key).await.map(|hit| hit.value)
+    }
+
+    /// Write a complete answer under the plan's key (and index its prompt).
+    async fn cache_store(
+        &self,
+        layer: &CacheLayer,
+        plan: &Plan,
+        provider: &str,
+        upstream_model: &str,
+        response: &ChatResponse,
+    ) {
+        if !plan.store || response.choices.iter().any(|c| c.finish_reason.is_none()) {
+            return;
+        }
+        let entry = CachedResponse {
+            provider: provider.to_owned(),
+            upstream_model: upstream_model.to_owned(),
+            response: response.clone(),
+        };
+        let bytes = match serde_json::to_vec(&entry) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache entry could not be serialised");
+                return;
+            }
+        };
+        layer.tiered.put(&plan.key, bytes, plan.ttl).await;
+        if let (Some(index), Some((partition, _)), Some(embedding)) =
+            (&layer.semantic, &plan.semantic, &plan.embedding)
+        {
+            index.insert(partition, embedding.clone(), plan.key.flat(), plan.ttl);
+        }
+    }
+
+    fn hit_meta(
+        &self,
+        model: String,
+        cached: &CachedResponse,
+        opts: &CallOptions,
+        started: Instant,
+    ) -> ResponseMeta {
+        ResponseMeta {
+            requested_model: model,
+            provider: cached.provider.clone(),
+            upstream_model: cached.upstream_model.clone(),
+            request_id: opts.request_id.clone().unwrap_or_default(),
+            latency: started.elapsed(),
+            attempts: 0,
+            usage: cached.response.usage.clone(),
+            cost_usd: Some(Decimal::ZERO),
+            key_id: None,
+            rate_limit: None,
+            cache: CacheStatus::Hit,
+            coalesced: false,
+        }
+    }
+
+    /// `chat_with`: the cache, then single-flight, then the engine.
+    pub(crate) async fn chat_cached(
+        &self,
+        req: ChatRequest,
+        opts: &CallOptions,
+    ) -> Result<Completion> {
+        let Some(layer) = self.cache() else {
+            return self.chat_uncached(req, opts).await;
+        };
+        validate_chat(&req)?;
+        let started = Instant::now();
+        let Some(mut plan) = self.cache_plan(&req, &req.model, opts) else {
+            return self.chat_uncached(req, opts).await;
+        };
+        if plan.read {
+            if let Some(cached) = self.cache_lookup(layer, &mut plan).await {
+                let meta = self.hit_meta(req.model, &cached, opts, started);
+                return Ok(Completion {
+                    response: cached.response,
+                    meta,
+                });
+            }
+            layer.tiered.record_miss();
+        }
+        let (result, role) = if plan.read {
+            let flight = plan.key.flat();
+            layer
+                .flights
+                .run(flight, || self.chat_uncached(req, opts))
+                .await
+        } else {
+            (self.chat_uncached(req, opts).await, Role::Leader)
+        };
+        let mut done = result?;
+        done.meta.cache = if plan.read {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Bypass
+        };
+        match role {
+            Role::Leader => {
+                let (provider, upstream) =
+                    (done.meta.provider.clone(), done.meta.upstream_model.clone());
+                self.cache_store(layer, &plan, &provider, &upstream, &done.response)
+                    .await;
+            }
+            Role::Follower => {
+                layer.tiered.record_coalesced();
+                done.meta.coalesced = true;
+                done.meta.cost_usd = Some(Decimal::ZERO);
+                done.meta.request_id = opts.request_id.clone().unwrap_or_default();
+                done.meta.latency = started.elapsed();
+            }
+        }
+        Ok(done)
+    }
+
+    /// `chat_stream_with`: a hit is replayed; a miss is one upstream stream shared by every
+    /// identical request in flight, stored once it completes.
+    pub(crate) async fn chat_stream_cached(
+        &self,
+        mut req: ChatRequest,
+        opts: &CallOptions,
+    ) -> Result<ChatStream> {
+        let Some(layer) = self.cache() else {
+            return self.chat_stream_uncached(req, opts).await;
+        };
+        validate_chat(&req)?;
+        let started = Instant::now();
+        let Some(mut plan) = self.cache_plan(&req, &req.model, opts) else {
+            return self.chat_stream_uncached(req, opts).await;
+        };
+        let wants_usage = req.wants_stream_usage();
+        if plan.read {
+            if let Some(cached) = self.cache_lookup(layer, &mut plan).await {
+                let meta = self.hit_meta(std::mem::take(&mut req.model), &cached, opts, started);
+                let chunks = chunks_from_response(&cached.response, wants_usage);
+                let stream = replay(chunks, layer.config.replay_pace);
+                return Ok(ChatStream::without_accounting(stream, meta, wants_usage));
+            }
+            layer.tiered.record_miss();
+        }
+        let plan = Arc::new(plan);
+        if !plan.read {
+            let mut stream = self.chat_stream_uncached(req, opts).await?;
+            stream.meta_mut().cache = CacheStatus::Bypass;
+            let tee = self.tee_into_cache(Arc::clone(&plan), stream.meta());
+            stream.map_inner(tee);
+            return Ok(stream);
+        }
+
+        // One upstream stream for every identical request: it carries usage whatever each
+        // caller asked for (so the stored answer has it), and each caller's view drops it
+        // unless that caller asked.
+        let requested_model = req.model.clone();
+        req.stream_options = Some(StreamOptions {
+            include_usage: Some(true),
+            extra: Default::default(),
+        });
+        let leader_meta: OnceLock<ResponseMeta> = OnceLock::new();
+        let (chunks, role) = layer
+            .streams
+            .join(plan.key.flat(), || async {
+                let mut stream = self.chat_stream_uncached(req, opts).await?;
+                stream.set_pass_usage(true);
+                let tee = self.tee_into_cache(Arc::clone(&plan), stream.meta());
+                stream.map_inner(tee);
+                let _ = leader_meta.set(stream.meta().clone());
+                Ok(stream.boxed())
+            })
+            .await?;
+        let mut meta = match (role, leader_meta.into_inner()) {
+            (Role::Leader, Some(meta)) => meta,
+            _ => {
+                layer.tiered.record_coalesced();
+                let route = self.resolve(&requested_model)?;
+                ResponseMeta {
+                    requested_model,
+                    provider: route.provider,
+                    upstream_model: route.upstream_model,
+                    request_id: opts.request_id.clone().unwrap_or_default(),
+                    latency: started.elapsed(),
+                    attempts: 0,
+                    usage: None,
+                    cost_usd: Some(Decimal::ZERO),
+                    key_id: None,
+                    rate_limit: None,
+                    cache: CacheStatus::Miss,
+                    coalesced: true,
+                }
+            }
+        };
+        meta.cache = CacheStatus::Miss;
+        Ok(ChatStream::without_accounting(chunks, meta, wants_usage))
+    }
+
+    /// A stream adapter that passes chunks through and, once the stream has ended normally,
+    /// assembles them and stores the answer before reporting the end (so a request sent after
+    /// the stream ended finds the entry). A stream that fails or is dropped stores nothing.
+    fn tee_into_cache(
+        &self,
+        plan: Arc<Plan>,
+        meta: &ResponseMeta,
+    ) -> impl FnOnce(BoxStream<'static, Result<ChatChunk>>) -> BoxStream<'static, Result<ChatChunk>>
+    + use<> {
+        let client = self.clone();
+        let provider = meta.provider.clone();
+        let upstream = meta.upstream_model.clone();
+        move |inner| {
+            let store = move |chunks: Vec<ChatChunk>| -> BoxFuture<'static, ()> {
+                async move {
+                    if let (Some(layer), Some(response)) =
+                        (client.cache(), response_from_chunks(&chunks))
+                    {
+                        client
+                            .cache_store(layer, &plan, &provider, &upstream, &response)
+                            .await;
+                    }
+                }
+                .boxed()
+            };
+            Tee {
+                inner,
+                seen: Vec::new(),
+                failed: false,
+                store: Some(Box::new(store)),
+                storing: None,
+            }
+            .boxed()
+        }
+    }
+}
+
+type StoreFn = Box<dyn FnOnce(Vec<ChatChunk>) -> BoxFuture<'static, ()> + Send>;
+
+/// Passes a stream through while keeping a copy of its chunks; at a normal end, runs the
+/// store future to completion before reporting the end.
+struct Tee {
+    inner: BoxStream<'static, Result<ChatChunk>>,
+    seen: Vec<ChatChunk>,
+    failed: bool,
+    store: Option<StoreFn>,
+    storing: Option<BoxFuture<'static, ()>>,
+}
+
+impl Stream for Tee {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(storing) = this.storing.as_mut() {
+                ready!(storing.as_mut().poll(cx));
+                this.storing = None;
+                return Poll::Ready(None);
+            }
+            match ready!(this.inner.as_mut().poll_next(cx)) {
+                Some(Ok(chunk)) => {
+                    if !this.failed {
+                        this.seen.push(chunk.clone());
+                    }
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Some(Err(e)) => {
+                    this.failed = true;
+                    this.seen = Vec::new();
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => match this.store.take() {
+                    Some(store) if !this.failed => {
+                        this.storing = Some(store(std::mem::take(&mut this.seen)));
+                    }
+                    _ => return Poll::Ready(None),
+                },
+            }
+        }
+    }
+}
+
+/// `v1:{namespace}:{model}:{digest}` back into its parts. The model may itself contain `:`
+/// (`ollama/llama3:8b`); the namespace and digest never do.
+fn parse_flat_key(flat: &str) -> Option<CacheKey> {
+    let rest = flat.strip_prefix("v1:")?;
+    let (namespace, rest) = rest.split_once(':')?;
+    let (model, digest) = rest.rsplit_once(':')?;
+    Some(CacheKey {
+        namespace: namespace.to_owned(),
+        model: model.to_owned(),
+        digest: digest.to_owned(),
+    })
+}
+
+impl Client {
+    /// Hits, misses, coalesced requests, savings and each tier's contents; `None` when the
+    /// cache is off.
+    pub async fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.cache()?.tiered.stats().await)
+    }
+
+    /// Remove every cached entry, or one model's (a named model or `provider/model`).
+    /// Returns how many entries were removed.
+    pub async fn clear_cache(&self, model: Option<&str>) -> u64 {
+        let Some(layer) = self.cache() else { return 0 };
+        if model.is_none()
+            && let Some(index) = &layer.semantic
+        {
+            index.clear();
+        }
+        layer.tiered.clear(model).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cache clear failed");
+            0
+        })
+    }
+
+    /// Whether every cache tier answers, for `/ready`; the error says which does not.
+    pub async fn cache_ready(&self) -> std::result::Result<(), String> {
+        match self.cache() {
+            Some(layer) => layer.tiered.ping().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+}

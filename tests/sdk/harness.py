@@ -430,6 +430,9 @@ class Gateway:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
         env.setdefault("RUST_BACKTRACE", "1")
         env["NO_COLOR"] = "1"  # the log goes to a file
+        # The CLI's default persistent cache tier lives in the user's cache dir: keep test
+        # runs out of it (and out of each other's way).
+        env.setdefault("WEIR_CACHE_DIR", str(self.workdir / "cache"))
         last_error = ""
         for _attempt in range(3):  # a freshly picked port can be taken before weir binds it
             self.port = free_port()

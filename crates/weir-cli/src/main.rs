@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            let mut config = load_config(cli.config.as_deref())?;
+            let mut config = with_persistent_cache(load_config(cli.config.as_deref())?);
             if let Some(listen) = args.listen {
                 config.server.listen = listen;
             }
@@ -50,7 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Chat(args) => {
-            let mut config = load_config(cli.config.as_deref())?;
+            let mut config = with_persistent_cache(load_config(cli.config.as_deref())?);
             if args.mock {
                 config.defaults.force_mock = true;
             }
@@ -72,7 +72,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache(cmd) => {
-            let config = load_config(cli.config.as_deref())?;
+            let config = with_persistent_cache(load_config(cli.config.as_deref())?);
             let client = weir::Client::builder(config).build_async().await?;
             let mut out = std::io::stdout().lock();
             match cmd {
@@ -114,6 +114,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<weir::Config> {
     Ok(weir::Config::load(path)?)
+}
+
+/// The CLI's default second cache tier: SQLite in the user's cache directory, so answers
+/// survive restarts and `weir cache stats|clear` see what `weir chat` and `weir serve` stored.
+/// Applies when the config names no L2 (`cache.sqlite` or `cache.redis`). The directory is
+/// `$WEIR_CACHE_DIR` (empty or `off`: no persistent tier), else `$XDG_CACHE_HOME/weir`, else
+/// `~/.cache/weir`.
+fn with_persistent_cache(mut config: weir::Config) -> weir::Config {
+    let cache = &mut config.cache;
+    if !cache.enabled || cache.sqlite.is_some() || cache.redis.is_some() {
+        return config;
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let dir = match std::env::var_os("WEIR_CACHE_DIR") {
+        Some(v) if v.is_empty() || v == "off" => return config,
+        Some(v) => std::path::PathBuf::from(v),
+        None => match (env("XDG_CACHE_HOME"), env("HOME")) {
+            (Some(xdg), _) => std::path::PathBuf::from(xdg).join("weir"),
+            (None, Some(home)) => std::path::PathBuf::from(home).join(".cache").join("weir"),
+            (None, None) => return config,
+        },
+    };
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => cache.sqlite = Some((dir.join("cache.sqlite3"), 1024 * 1024 * 1024)),
+        Err(e) => tracing::warn!(
+            dir = %dir.display(),
+            error = %e,
+            "cannot create the cache directory: answers are cached in memory only (set WEIR_CACHE_DIR)"
+        ),
+    }
+    config
 }
 
 /// Print an error with its causes and pick the exit code.

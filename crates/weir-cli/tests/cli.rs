@@ -28,6 +28,8 @@ fn weir() -> Command {
     ] {
         cmd.env_remove(var);
     }
+    // No persistent cache tier unless a test asks for one: runs must not see each other.
+    cmd.env("WEIR_CACHE_DIR", "off");
     cmd
 }
 

@@ -3,35 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-fn weir() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
-    // A clean environment: no provider keys or overrides leak in from the machine.
-    for var in [
-        "OPENAI_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "OPENROUTER_API_KEY",
-        "OPENAI_BASE_URL",
-        "ANTHROPIC_BASE_URL",
-        "OPENROUTER_BASE_URL",
-        "WEIR_CONFIG",
-        "WEIR_LISTEN",
-        "WEIR_API_KEYS",
-        "LLM_PROVIDER",
-        "LLM_FORCE_MOCK",
-        "LLM_MAX_RETRIES",
-        "WEIR_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
-    // No persistent cache tier unless a test asks for one: runs must not see each other.
-    cmd.env("WEIR_CACHE_DIR", "off");
-    cmd
-}
+use common::{Served, free_port, weir};
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run weir")
@@ -158,23 +136,6 @@ fn config_check_reports_every_problem() {
     for path in ["server.listen", "models.fast", "retry.base_delay"] {
         assert!(err.contains(path), "missing {path}: {err}");
     }
-}
-
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `weir serve` as the "local OpenAI-compatible server" (it is one), so a second weir can

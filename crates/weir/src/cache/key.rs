@@ -13,9 +13,9 @@
 //! equivalent spellings collapse (`stop: "x"` and `stop: ["x"]`; `max_tokens` and
 //! `max_completion_tokens`; `n: 1` and no `n`; a text-only content part and a plain string).
 //!
-//! Sampled requests (temperature above zero) are cached: a cached answer is one valid sample of
-//! the distribution, which is what most callers of a cache want. [`is_sampled`] tells them apart
-//! so the gateway's `cache.cache_sampled: false` can opt out. Requests for several samples
+//! Whether sampled requests (temperature above zero or unset) are cached at all is the
+//! client's policy (`cache.cache_sampled`, off by default; see `client::cached`); [`is_sampled`]
+//! tells them apart. Requests for several samples
 //! (`n > 1`) are never cached: one stored answer cannot stand for several independent ones.
 
 use serde_json::{Map, Number, Value};

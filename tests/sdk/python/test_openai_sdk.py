@@ -550,3 +550,31 @@ def test_upstream_429_reaches_openai_sdk(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.RateLimitError) as e:
         oai.chat.completions.create(model="claude", messages=user(UPSTREAM_429))
     assert e.value.response.headers.get("retry-after") == UPSTREAM_RETRY_AFTER
+
+
+def test_cache_hit_is_visible_in_headers(oai: openai.OpenAI) -> None:
+    messages = user(f"cache me {time.time_ns()}")
+    first = oai.chat.completions.with_raw_response.create(model="mock/echo", messages=messages, temperature=0)
+    second = oai.chat.completions.with_raw_response.create(model="mock/echo", messages=messages, temperature=0)
+    assert first.headers["x-weir-cache"] == "miss"
+    assert second.headers["x-weir-cache"] == "hit"
+    assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
+    fresh = oai.chat.completions.with_raw_response.create(
+        model="mock/echo", messages=messages, temperature=0, extra_headers={"Cache-Control": "no-cache"}
+    )
+    assert fresh.headers["x-weir-cache"] == "bypass"
+    sampled = oai.chat.completions.with_raw_response.create(model="mock/echo", messages=messages)
+    assert sampled.headers["x-weir-cache"] == "bypass"
+
+
+def test_cached_answer_replays_as_a_stream(oai: openai.OpenAI) -> None:
+    messages = user(f"stream me later {time.time_ns()}")
+    done = oai.chat.completions.create(model="mock/echo", messages=messages, temperature=0)
+    raw = oai.chat.completions.with_raw_response.create(
+        model="mock/echo", messages=messages, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    assert raw.headers["x-weir-cache"] == "hit"
+    got = collect_stream(raw.parse())
+    assert got["text"] == done.choices[0].message.content
+    assert got["finish"] == ["stop"]
+    assert got["usage"][-1].total_tokens == done.usage.total_tokens

@@ -327,10 +327,21 @@ impl Client {
     }
 
     /// What a chat request will take from a key: input counted with the o200k tokenizer
-    /// (exact for OpenAI, a close estimate elsewhere), output at its cap.
+    /// (exact for OpenAI, a close estimate elsewhere) when a key limits tokens, else estimated
+    /// from its bytes (only then used, for a stream dropped before its usage arrived); output
+    /// at its cap.
     fn demand(&self, req: &ChatRequest) -> Demand {
+        let exact = self
+            .inner
+            .providers
+            .values()
+            .any(|r| r.pool.counts_tokens());
         Demand {
-            input_tokens: crate::tokens::count_request_tokens(req),
+            input_tokens: if exact {
+                crate::tokens::count_request_tokens(req)
+            } else {
+                crate::tokens::estimate_prompt_tokens(req)
+            },
             output_tokens: req
                 .max_output_tokens()
                 .map_or(DEFAULT_OUTPUT_RESERVATION, u64::from),

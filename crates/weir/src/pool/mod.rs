@@ -72,6 +72,7 @@ mod tests;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
@@ -230,6 +231,12 @@ impl KeyPool {
         &self.inner.name
     }
 
+    /// Whether a key limits tokens, so reservations need an exact input count (see
+    /// `Client::demand`); otherwise a byte-based estimate will do.
+    pub fn counts_tokens(&self) -> bool {
+        self.inner.counts_tokens.load(Ordering::Relaxed)
+    }
+
     /// Reserve `demand` on the key with the most headroom, waiting in line if none has room.
     ///
     /// `priority`: higher is served first; equal priorities in arrival order. `deadline`: the
@@ -252,9 +259,7 @@ impl KeyPool {
             .iter()
             .map(|k| !exclude.contains(&k.id))
             .collect();
-        let wake = Arc::new(Notify::new());
-        let (tx, rx) = oneshot::channel();
-        let (pos, mut wake_at, give_up_at) = {
+        let (pos, mut wake_at, give_up_at, rx, wake) = {
             let (mut st, now) = inner.lock_now();
             // An unrepresentable timeout (`Duration::MAX`) leaves only the deadline.
             let give_up_at = now
@@ -273,6 +278,9 @@ impl KeyPool {
                 let wait = st.estimate_wait(demand, &allowed, ahead_of, now);
                 return Err(inner.exhausted(wait));
             }
+            // Only a request that has to wait pays for its channel and wake-up.
+            let wake = Arc::new(Notify::new());
+            let (tx, rx) = oneshot::channel();
             let waiter = Waiter {
                 demand,
                 allowed,
@@ -283,7 +291,8 @@ impl KeyPool {
             let pos = st.enqueue(priority, waiter);
             // Arms our timer if we are the head (or serves us, if the head moved on).
             inner.dispatch(&mut st, now);
-            (pos, st.queue.get(&pos).and_then(|w| w.wake_at), give_up_at)
+            let wake_at = st.queue.get(&pos).and_then(|w| w.wake_at);
+            (pos, wake_at, give_up_at, rx, wake)
         };
         let mut guard = WaitGuard {
             inner,
@@ -343,6 +352,13 @@ impl KeyPool {
             (Dim::Output, &snap.output_tokens),
             (Dim::Tokens, combined),
         ];
+        let learns_tokens = windows[1..]
+            .iter()
+            .any(|(_, w)| w.as_ref().is_some_and(|w| w.limit.is_some()));
+        if learns_tokens && !self.inner.counts_tokens.swap(true, Ordering::Relaxed) {
+            // From now on requests are counted exactly; build the tokenizer off the hot path.
+            std::thread::spawn(crate::tokens::warm_up);
+        }
         let (mut st, now) = self.inner.lock_now();
         for (dim, w) in windows {
             if let Some(w) = w {

@@ -63,6 +63,9 @@ pub(super) struct Inner {
     pub(super) name: String,
     pub(super) keys: Vec<KeyMeta>,
     pub(super) cfg: PoolConfig,
+    /// Whether any key limits input or total tokens (configured, or learned from headers):
+    /// only then do requests need an exact token count, which costs a tokenizer pass.
+    pub(super) counts_tokens: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
@@ -74,10 +77,14 @@ impl Inner {
         cfg: PoolConfig,
     ) -> Self {
         let now = Instant::now();
+        let counts_tokens = limits
+            .iter()
+            .any(|l| l.input_tokens_per_minute.is_some() || l.output_tokens_per_minute.is_some());
         Self {
             name: name.to_owned(),
             keys,
             cfg,
+            counts_tokens: std::sync::atomic::AtomicBool::new(counts_tokens),
             state: Mutex::new(State {
                 keys: limits.iter().map(|l| KeyState::new(l, now)).collect(),
                 queue: BTreeMap::new(),

@@ -1,0 +1,112 @@
+"""The scenarios: what is sent, to which weir instance, and how it is compared.
+
+Each scenario runs against every target (direct to the fake upstream, through weir, and
+through the peer when one is asked for), interleaved at each concurrency level.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+SYSTEM = "You are a concise assistant. Answer in one short paragraph."
+# Paced upstreams: (ttft ms, content chunks, ms between chunks).
+PACED = (20, 20, 5)
+HOLD = (20, 100, 20)
+
+
+def chat_body(model, unique=True, temperature=None, stream=False):
+    text = "Summarise benchmark request {{n}} in one sentence." if unique \
+        else "Summarise the benchmark in one sentence."
+    b = {"model": model, "max_tokens": 256,
+         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]}
+    if temperature is not None:
+        b["temperature"] = temperature
+    if stream:
+        b["stream"] = True
+    return json.dumps(b)
+
+
+def messages_body(model, unique=True, temperature=None, stream=False):
+    text = "Summarise benchmark request {{n}} in one sentence." if unique \
+        else "Summarise the benchmark in one sentence."
+    b = {"model": model, "max_tokens": 256, "system": SYSTEM,
+         "messages": [{"role": "user", "content": text}]}
+    if temperature is not None:
+        b["temperature"] = temperature
+    if stream:
+        b["stream"] = True
+    return json.dumps(b)
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    mode: str                       # closed | rate | stream | hold
+    instance: str                   # weir instance (configs.py)
+    weir_model: str
+    body: object                    # function(model) -> body
+    path: str = "/v1/chat/completions"
+    upstream: str = "instant"       # instant | paced | hold
+    direct_model: str = "gpt-4o-mini"
+    peer: tuple = None              # (litellm instance, model) or None
+    levels: list = field(default_factory=list)   # concurrencies, or stream counts for hold
+    prime: bool = False             # send the body once first (cache hits)
+    expect_chunks: int = None
+    rate: float = None
+    targets: str = ""               # the issue's targets for this scenario
+
+
+def all_scenarios(levels, hold_levels, rate):
+    """Every scenario, in run order."""
+    chat = lambda **kw: (lambda m: chat_body(m, **kw))  # noqa: E731
+    msgs = lambda **kw: (lambda m: messages_body(m, **kw))  # noqa: E731
+    few = [c for c in levels if c in (1, 64)] or levels[:2]
+    return [
+        Scenario("bare", "Bare proxy (no auth, no retries, no breaker, no cache)", "closed",
+                 "bare", "fake/gpt-4o-mini", chat(), peer=("bare", "gpt-4o-mini"),
+                 levels=levels,
+                 targets="added p99 <= 100 us at c=1, <= 1 ms at c=64; CPU <= 40 us/req; "
+                         ">= 10,000 req/s at c=64"),
+        Scenario("full", "Full default stack, cache miss (auth, 2-deployment group, retries, "
+                 "breaker, key limits, memory cache; unique prompt, temperature 0)", "closed",
+                 "full", "bench-group", chat(temperature=0), peer=("full", "bench-group"),
+                 levels=levels,
+                 targets="added p99 <= 100 us at c=1, <= 1 ms at c=64; CPU <= 40 us/req; "
+                         ">= 10,000 req/s at c=64"),
+        Scenario("rate-bare", f"Bare proxy at a fixed {rate:g} req/s (coordinated-omission "
+                 "corrected)", "rate", "bare", "fake/gpt-4o-mini", chat(),
+                 peer=("bare", "gpt-4o-mini"), levels=[256], rate=rate),
+        Scenario("rate-full", f"Full stack at a fixed {rate:g} req/s (coordinated-omission "
+                 "corrected)", "rate", "full", "bench-group", chat(temperature=0),
+                 peer=("full", "bench-group"), levels=[256], rate=rate),
+        Scenario("cache-memory", "Cache hit, memory tier (same prompt, temperature 0)", "closed",
+                 "full", "bench-group", chat(unique=False, temperature=0),
+                 peer=("full", "bench-group"), levels=few, prime=True,
+                 targets="hit p99 <= 200 us"),
+        Scenario("cache-sqlite", "Cache hit, SQLite tier (memory tier off)", "closed",
+                 "sqlite", "bench-group", chat(unique=False, temperature=0), levels=few,
+                 prime=True, targets="hit p99 <= 1 ms"),
+        Scenario("cache-redis", "Cache hit, Redis tier (memory tier off)", "closed",
+                 "redis", "bench-group", chat(unique=False, temperature=0), levels=few,
+                 prime=True, targets="hit p99 <= 1 ms"),
+        Scenario("messages", "Anthropic /v1/messages translated to the OpenAI upstream "
+                 "(full stack, cache miss)", "closed", "full", "bench-group",
+                 msgs(temperature=0), path="/v1/messages", direct_model="claude-sonnet-4-5",
+                 peer=("full", "bench-group"), levels=few),
+        Scenario("stream", f"Streaming chat (paced upstream: TTFT {PACED[0]} ms, {PACED[1]} "
+                 f"chunks {PACED[2]} ms apart; full stack)", "stream", "full",
+                 "paced/gpt-4o-mini", chat(stream=True), upstream="paced",
+                 peer=("full", "paced/gpt-4o-mini"), levels=few, expect_chunks=PACED[1],
+                 targets="added TTFT p99 <= 1 ms; <= 5 us per chunk"),
+        Scenario("messages-stream", "Streaming /v1/messages translated from the OpenAI "
+                 "upstream (paced)", "stream", "full", "paced/gpt-4o-mini",
+                 msgs(stream=True), path="/v1/messages", upstream="paced",
+                 direct_model="claude-sonnet-4-5", peer=("full", "paced/gpt-4o-mini"),
+                 levels=few, expect_chunks=PACED[1],
+                 targets="added TTFT p99 <= 1 ms; <= 5 us per chunk"),
+        Scenario("hold", f"Concurrent streams held open (TTFT {HOLD[0]} ms, {HOLD[1]} chunks "
+                 f"{HOLD[2]} ms apart, stall = gap > 1 s)", "hold", "full",
+                 "hold/gpt-4o-mini", chat(stream=True), upstream="hold",
+                 peer=("full", "hold/gpt-4o-mini"), levels=hold_levels,
+                 expect_chunks=HOLD[1], targets=">= 1,000 streams clean"),
+    ]

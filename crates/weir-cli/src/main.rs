@@ -181,8 +181,10 @@ fn init_tracing(cli: &Cli) {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colour only for a terminal: a log file or collector gets plain text (and fewer bytes).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();

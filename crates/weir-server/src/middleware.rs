@@ -30,6 +30,8 @@ pub struct Served {
     pub completion_tokens: u64,
     /// A streamed response logs itself when the stream ends.
     pub logs_itself: bool,
+    /// `hit`, `miss` or `bypass` for chat answers; empty where the cache does not apply.
+    pub cache: &'static str,
 }
 
 fn fresh_id() -> String {
@@ -79,6 +81,7 @@ pub async fn access_log(req: Request, next: Next) -> Response {
             latency_ms = started.elapsed().as_secs_f64() * 1000.0,
             prompt_tokens = served.prompt_tokens,
             completion_tokens = served.completion_tokens,
+            cache = served.cache,
             "request"
         );
     }

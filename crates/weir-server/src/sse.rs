@@ -36,6 +36,8 @@ pub struct LogContext {
     pub route: &'static str,
     pub model: String,
     pub provider: String,
+    /// The cache's verdict (`hit`, `miss`, `bypass`), or empty.
+    pub cache: &'static str,
     pub started: Instant,
     /// The library's summary of the stream, filled when it ends; its usage beats the framer's.
     pub summary: Option<Arc<OnceLock<StreamSummary>>>,
@@ -93,6 +95,7 @@ where
             latency_ms = self.log.started.elapsed().as_secs_f64() * 1000.0,
             prompt_tokens = prompt,
             completion_tokens = completion,
+            cache = self.log.cache,
             "request"
         );
     }

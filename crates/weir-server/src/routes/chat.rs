@@ -49,6 +49,7 @@ pub async fn completions(
             route: "/v1/chat/completions",
             model: model.clone(),
             provider: meta.provider.clone(),
+            cache: meta.cache.as_str(),
             started,
             summary: Some(stream.summary_handle()),
         };
@@ -69,6 +70,7 @@ pub async fn completions(
             res.extensions_mut().insert(Served {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
+                cache: done.meta.cache.as_str(),
                 ..served(&done.meta.provider)
             });
             res

@@ -54,6 +54,7 @@ pub async fn create(
             route: "/v1/messages",
             model: model.clone(),
             provider: meta.provider.clone(),
+            cache: "",
             started,
             summary: Some(stream.summary_handle()),
         };

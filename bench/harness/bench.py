@@ -169,6 +169,9 @@ class Bench:
         env = {k: v for k, v in os.environ.items()
                if not k.endswith("_API_KEY") and not k.startswith(("WEIR_", "LLM_"))}
         env["WEIR_LOG"] = "warn"
+        # The CLI adds a SQLite tier in the user's cache dir when a config names no L2: the
+        # configs here say exactly which tiers each instance has, so turn that default off.
+        env["WEIR_CACHE_DIR"] = "off"
         return env
 
     def start_weir(self, kind):

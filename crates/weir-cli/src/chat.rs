@@ -128,5 +128,7 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
         }
     }
     out.flush()?;
+    // The persistent tier is written behind memory: let it land before the process exits.
+    client.flush_cache().await;
     Ok(ExitCode::SUCCESS)
 }

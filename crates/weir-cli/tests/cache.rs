@@ -47,10 +47,14 @@ fn serve(config: &std::path::Path) -> (Served, u16) {
 
 /// One HTTP/1.1 exchange; returns (status, lower-cased headers, body).
 fn post(port: u16, path: &str, body: &str) -> (u16, String, String) {
+    exchange(port, "POST", path, body)
+}
+
+fn exchange(port: u16, method: &str, path: &str, body: &str) -> (u16, String, String) {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         conn,
-        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -83,6 +87,17 @@ fn two_gateways_share_one_redis() {
     let (status, head, first) = post(port_a, "/v1/chat/completions", body);
     assert_eq!(status, 200, "{first}");
     assert!(head.contains("x-weir-cache: miss"), "{head}");
+    // Gateway A writes Redis behind its memory tier: wait until its stats show the copy.
+    let started = Instant::now();
+    loop {
+        let (_, _, stats) = exchange(port_a, "GET", "/cache/stats", "");
+        let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        if stats["tiers"][1]["entries"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{stats}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (status, head, second) = post(port_b, "/v1/chat/completions", body);
     assert_eq!(status, 200, "{second}");
     assert!(

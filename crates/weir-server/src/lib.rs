@@ -210,6 +210,8 @@ impl Server {
             r = server => r?,
             () = deadline => tracing::warn!("grace period over; closing remaining connections"),
         }
+        // Cache writes still on their way to the shared or persistent tier.
+        self.state.client.flush_cache().await;
         Ok(())
     }
 }

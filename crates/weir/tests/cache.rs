@@ -439,6 +439,18 @@ async fn clearing_one_model_keeps_the_others() {
     assert_eq!(gone.meta.cache, CacheStatus::Miss);
 }
 
+/// Wait (up to 5 s) until the second tier holds `n` entries: it is written behind L1.
+async fn wait_for_l2_entries(client: &Client, n: u64) {
+    for _ in 0..500 {
+        let stats = client.cache_stats().await.unwrap();
+        if stats.tiers.get(1).is_some_and(|t| t.entries >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the L2 copy never landed");
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -461,6 +473,8 @@ async fn the_sqlite_tier_survives_a_restart() {
     {
         let before = client(&fake, &yaml);
         before.chat(request(json!({}))).await.unwrap();
+        // The SQLite copy is written behind the memory one.
+        wait_for_l2_entries(&before, 1).await;
     }
     let after = client(&fake, &yaml);
     let done = after.chat(request(json!({}))).await.unwrap();
@@ -497,6 +511,7 @@ async fn two_clients_share_one_redis() {
         .await
         .unwrap();
     a.chat(request(json!({}))).await.unwrap();
+    wait_for_l2_entries(&a, 1).await;
     let done = b.chat(request(json!({}))).await.unwrap();
     assert_eq!(done.meta.cache, CacheStatus::Hit);
     assert_eq!(fake.request_count(), 1);

@@ -87,6 +87,8 @@ pub struct TieredCache {
     l2: Option<Arc<dyn CacheStore>>,
     promote_ttl: Duration,
     counters: Counters,
+    /// L2 writes running behind L1 ones, so [`Self::flush`] can wait for them.
+    behind: tokio_util::task::TaskTracker,
 }
 
 impl TieredCache {
@@ -108,6 +110,7 @@ impl TieredCache {
             l1,
             l2,
             promote_ttl: default_ttl,
+            behind: tokio_util::task::TaskTracker::new(),
             counters: Counters {
                 tier_hits,
                 ..Counters::default()
@@ -170,6 +173,35 @@ impl TieredCache {
             }
         };
         futures::join!(put(&self.l1), put(&self.l2));
+    }
+
+    /// Like [`Self::put`], but with an L1 in front, the L2 write happens in the background:
+    /// the caller waits only for memory, and the next identical request hits L1 while the
+    /// shared or persistent copy lands a moment later (other instances and restarts see it
+    /// once it has). Without an L1, or outside a runtime, both tiers are written inline.
+    pub async fn put_write_behind(&self, key: &CacheKey, value: Bytes, ttl: Duration) {
+        let (Some(l1), Some(l2)) = (&self.l1, &self.l2) else {
+            return self.put(key, value, ttl).await;
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.put(key, value, ttl).await;
+        }
+        let (l2, owned_key, l2_value) = (Arc::clone(l2), key.clone(), value.clone());
+        self.behind.spawn(async move {
+            if let Err(e) = l2.put(&owned_key, l2_value, ttl).await {
+                tracing::warn!(tier = l2.name(), error = %e, "cache write failed");
+            }
+        });
+        if let Err(e) = l1.put(key, value, ttl).await {
+            tracing::warn!(tier = l1.name(), error = %e, "cache write failed");
+        }
+    }
+
+    /// Wait for the L2 writes still running behind L1 (before a process exits).
+    pub async fn flush(&self) {
+        self.behind.close();
+        self.behind.wait().await;
+        self.behind.reopen();
     }
 
     /// Remove every entry, or one model's, from every tier. Both tiers are tried even if one

@@ -312,7 +312,10 @@ impl Client {
                 return;
             }
         };
-        layer.tiered.put(&plan.key, bytes, plan.ttl).await;
+        layer
+            .tiered
+            .put_write_behind(&plan.key, bytes, plan.ttl)
+            .await;
         if let (Some(index), Some((partition, _)), Some(embedding)) =
             (&layer.semantic, &plan.semantic, &plan.embedding)
         {
@@ -595,6 +598,14 @@ impl Client {
             tracing::warn!(error = %e, "cache clear failed");
             0
         })
+    }
+
+    /// Wait until every cache write has reached every tier. Shared and persistent tiers are
+    /// written behind the memory one; call this before a short-lived process exits.
+    pub async fn flush_cache(&self) {
+        if let Some(layer) = self.cache() {
+            layer.tiered.flush().await;
+        }
     }
 
     /// Whether every cache tier answers, for `/ready`; the error says which does not.

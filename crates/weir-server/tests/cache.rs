@@ -60,6 +60,18 @@ async fn answers_say_hit_miss_or_bypass() {
         ("miss", "hit"),
         "a TTL header opts in"
     );
+    let bad = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("key-alice")
+        .header("x-weir-cache-ttl", "soon")
+        .json(&sampled)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let err: Value = bad.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "x-weir-cache-ttl");
+    assert!(err["error"]["message"].as_str().unwrap().contains("10m"));
 
     let (n1, _) = ask(
         &gw,

@@ -28,7 +28,10 @@ pub async fn completions(
     if state.log_bodies {
         tracing::debug!(request_id = %id, body = ?req, "chat request body");
     }
-    let opts = super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0));
+    let opts = match super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0)) {
+        Ok(opts) => opts,
+        Err(e) => return e.flavor(Flavor::OpenAi).into_response(),
+    };
     let served = |provider: &str| Served {
         model: model.clone(),
         provider: provider.to_owned(),

@@ -22,7 +22,10 @@ pub async fn create(
 ) -> Response {
     let started = Instant::now();
     let model = req.model.clone();
-    let opts = super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0));
+    let opts = match super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0)) {
+        Ok(opts) => opts,
+        Err(e) => return e.flavor(Flavor::OpenAi).into_response(),
+    };
     match state.client.embed_with(req, &opts).await {
         Ok(done) => {
             let mut res = json_response(&done.response);

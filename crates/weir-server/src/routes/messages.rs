@@ -32,7 +32,10 @@ pub async fn create(
     if state.log_bodies {
         tracing::debug!(request_id = %id, body = ?req, "messages request body");
     }
-    let opts = super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0));
+    let opts = match super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0)) {
+        Ok(opts) => opts,
+        Err(e) => return e.flavor(Flavor::Anthropic).into_response(),
+    };
     let served = |provider: &str| Served {
         model: model.clone(),
         provider: provider.to_owned(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use weir::CallOptions;
 use weir::client::CacheDirectives;
 
+use crate::error::ApiError;
 use crate::middleware::Tenant;
 use weir::ResponseMeta;
 
@@ -76,7 +77,13 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
 /// no-cache` skips the lookup, `no-store` the write; `x-weir-cache-ttl` sets the entry's time
 /// to live in seconds or as `10m`, and asks for caching even of a sampled request), and the
 /// tenant's cache namespace set by the auth layer.
-pub fn call_options(request_id: &str, headers: &HeaderMap, tenant: Option<&Tenant>) -> CallOptions {
+///
+/// An `x-weir-cache-ttl` that is not a duration is the caller's mistake: a 400 that says so.
+pub fn call_options(
+    request_id: &str,
+    headers: &HeaderMap,
+    tenant: Option<&Tenant>,
+) -> Result<CallOptions, ApiError> {
     let priority = headers
         .get("x-weir-priority")
         .and_then(|v| v.to_str().ok())
@@ -95,39 +102,31 @@ pub fn call_options(request_id: &str, headers: &HeaderMap, tenant: Option<&Tenan
             _ => {}
         }
     }
-    if let Some(ttl) = headers
-        .get("x-weir-cache-ttl")
-        .and_then(|v| v.to_str().ok())
-    {
-        let ttl = ttl.trim();
-        let parsed = ttl
+    if let Some(ttl) = headers.get("x-weir-cache-ttl") {
+        let text = ttl.to_str().unwrap_or_default().trim();
+        // Bare seconds, or a duration as the config writes them (`10m`, `1h 30m`).
+        let parsed = text
             .parse::<u64>()
             .map(Duration::from_secs)
-            .ok()
-            .or_else(|| humantime_duration(ttl));
-        if let Some(d) = parsed {
-            cache.ttl = Some(d);
-            cache.force = true;
+            .or_else(|_| humantime::parse_duration(text));
+        match parsed {
+            Ok(d) => {
+                cache.ttl = Some(d);
+                cache.force = true;
+            }
+            Err(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "x-weir-cache-ttl `{text}` is not a duration: send seconds (`600`) or e.g. `10m`"
+                ))
+                .with_param("x-weir-cache-ttl"));
+            }
         }
     }
-    CallOptions {
+    Ok(CallOptions {
         request_id: Some(request_id.to_owned()),
         timeout: None,
         priority,
         cache,
         tenant: tenant.map(|t| t.0.clone()),
-    }
-}
-
-/// `30s`, `10m`, `1h`: the few units a header needs, without another dependency.
-fn humantime_duration(text: &str) -> Option<Duration> {
-    let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60)?,
-        "h" => n.checked_mul(3600)?,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    })
 }

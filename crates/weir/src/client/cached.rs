@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse, StreamOptions};
 use weir_types::embeddings::{EmbeddingVector, EmbeddingsRequest};
 
-use super::route::{Route, Target};
+use super::route::Target;
 use super::{CallOptions, ChatStream, Client, Completion, ResponseMeta, validate_chat};
 use crate::cache::flight::{Flights, Role, StreamFlights};
 use crate::cache::key;
@@ -82,11 +82,19 @@ impl CacheStatus {
 }
 
 /// One stored answer and the deployment that produced it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 struct CachedResponse {
     provider: String,
     upstream_model: String,
     response: ChatResponse,
+}
+
+/// [`CachedResponse`] as written: borrowed, so storing an answer does not copy it first.
+#[derive(Serialize)]
+struct CachedResponseRef<'a> {
+    provider: &'a str,
+    upstream_model: &'a str,
+    response: &'a ChatResponse,
 }
 
 /// The cache tiers, flights and semantic index of one client.
@@ -250,12 +258,13 @@ impl Client {
                 return None;
             }
         };
-        let route = Route {
-            provider: cached.provider.clone(),
-            upstream_model: cached.upstream_model.clone(),
-        };
         let usage = cached.response.usage.as_ref();
-        let saved = self.price(&route, usage).unwrap_or_default();
+        let saved = usage
+            .and_then(|u| {
+                let pricing = &self.inner.config.pricing;
+                pricing.cost(&cached.provider, &cached.upstream_model, u)
+            })
+            .unwrap_or_default();
         layer.tiered.record_hit(
             tier,
             usage.map_or(0, |u| u.prompt_tokens),
@@ -300,10 +309,10 @@ impl Client {
         if !plan.store || response.choices.iter().any(|c| c.finish_reason.is_none()) {
             return;
         }
-        let entry = CachedResponse {
-            provider: provider.to_owned(),
-            upstream_model: upstream_model.to_owned(),
-            response: response.clone(),
+        let entry = CachedResponseRef {
+            provider,
+            upstream_model,
+            response,
         };
         let bytes = match serde_json::to_vec(&entry) {
             Ok(b) => Bytes::from(b),
@@ -387,10 +396,15 @@ impl Client {
         };
         match role {
             Role::Leader => {
-                let (provider, upstream) =
-                    (done.meta.provider.clone(), done.meta.upstream_model.clone());
-                self.cache_store(layer, &plan, &provider, &upstream, &done.response)
-                    .await;
+                let meta = &done.meta;
+                self.cache_store(
+                    layer,
+                    &plan,
+                    &meta.provider,
+                    &meta.upstream_model,
+                    &done.response,
+                )
+                .await;
             }
             Role::Follower => {
                 layer.tiered.record_coalesced();
@@ -430,8 +444,8 @@ impl Client {
         }
         let plan = Arc::new(plan);
         if !plan.read {
+            // Its meta already says `bypass`: nothing was looked up.
             let mut stream = self.chat_stream_uncached(req, opts).await?;
-            stream.meta_mut().cache = CacheStatus::Bypass;
             let tee = self.tee_into_cache(Arc::clone(&plan), stream.meta());
             stream.map_inner(tee);
             return Ok(stream);

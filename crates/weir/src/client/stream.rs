@@ -104,10 +104,6 @@ impl ChatStream {
         }
     }
 
-    pub(crate) fn meta_mut(&mut self) -> &mut ResponseMeta {
-        &mut self.meta
-    }
-
     /// Pass the usage chunk on whatever the request asked (for a stream shared by callers
     /// who each decide for themselves).
     pub(crate) fn set_pass_usage(&mut self, pass: bool) {

@@ -85,6 +85,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, Api
         ))
         .flavor(flavor));
     }
+    // The plain parse is the fast path; only a body that fails it is parsed again, with
+    // serde_path_to_error tracking where, for the message.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

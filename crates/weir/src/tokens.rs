@@ -84,6 +84,29 @@ pub fn count_request_tokens(req: &ChatRequest) -> u64 {
     n
 }
 
+/// An upper bound on [`count_request_tokens`] that costs one pass over the lengths: every
+/// o200k token is at least one byte of its text, so a text's byte length bounds its count.
+pub fn request_tokens_upper_bound(req: &ChatRequest) -> u64 {
+    let mut n = 3;
+    for m in &req.messages {
+        let text_bytes = match &m.content {
+            Some(weir_types::chat::MessageContent::Text(t)) => t.len(),
+            Some(_) => m.text().len(),
+            None => 0,
+        };
+        n += PER_MESSAGE_OVERHEAD + text_bytes as u64;
+        for tc in m.tool_calls.iter().flatten() {
+            n += (tc.function.name.len() + tc.function.arguments.len()) as u64;
+        }
+    }
+    if let Some(tools) = &req.tools {
+        for t in tools {
+            n += serde_json::to_string(&t.function).map_or(0, |s| s.len() as u64);
+        }
+    }
+    n
+}
+
 /// A cheap estimate of a request's input tokens, for hot paths.
 pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
     req.messages
@@ -101,8 +124,36 @@ pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upper_bound_is_never_below_the_count() {
+        use weir_types::chat::{Message, Tool};
+        let texts = [
+            "",
+            "hi",
+            "The quick brown fox jumps over the lazy dog.",
+            "日本語のテキストとémojis 🎉🎉🎉 mixed in",
+            "    indented\n\tcode { x: [1, 2, 3] }\n",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ];
+        for text in texts {
+            let mut req = ChatRequest::new("m", vec![Message::system(text), Message::user(text)]);
+            req.tools = Some(vec![
+                serde_json::from_value::<Tool>(serde_json::json!({
+                    "type": "function",
+                    "function": {"name": "lookup", "description": text,
+                                 "parameters": {"type": "object"}}
+                }))
+                .unwrap(),
+            ]);
+            let exact = count_request_tokens(&req);
+            let bound = request_tokens_upper_bound(&req);
+            assert!(bound >= exact, "{text:?}: bound {bound} < exact {exact}");
+        }
+    }
 
     #[test]
     fn remembered_counts_match_fresh_ones() {

@@ -430,3 +430,29 @@ async fn key_limits_are_never_over_admitted_under_concurrency() {
     assert_eq!(ok + exhausted, 1000);
     assert_eq!(fake.request_count(), ok);
 }
+
+/// Input tokens are first reserved as an upper bound (the text's bytes) and counted exactly
+/// only when no key has room for the bound: a key too small for the bound but big enough for
+/// the real count still serves, and its usage settles to what the upstream reported.
+#[tokio::test]
+async fn a_key_too_small_for_the_bound_is_asked_again_with_the_exact_count() {
+    let fake = FakeUpstream::start().await.unwrap();
+    fake.set_default(Reply::json(openai::chat_completion("gpt-4o", "hi")));
+    // "hello " is one o200k token per 6 bytes: 100 of them are ~100 tokens, 600 bytes.
+    let prompt = "hello ".repeat(100);
+    let exact = weir::tokens::count_request_tokens(&ChatRequest::new(
+        "oai/gpt-4o",
+        vec![Message::user(prompt.clone())],
+    ));
+    assert!(exact < 200, "{exact}");
+    let yaml = format!(
+        "retry:\n  max_retries: 0\nproviders:\n  oai:\n    kind: openai\n    base_url: {}\n    api_keys:\n      - {{ key: k1, limits: {{ input_tokens_per_minute: 300 }} }}\n    pool: {{ acquire_timeout: 100ms }}\n",
+        fake.v1()
+    );
+    let client = Client::new(Config::from_yaml(&yaml, &|_: &str| None).unwrap()).unwrap();
+    let mut r = ChatRequest::new("oai/gpt-4o", vec![Message::user(prompt)]);
+    r.max_tokens = Some(16);
+    let done = client.chat(r).await.expect("the exact count fits the key");
+    assert_eq!(done.response.choices.len(), 1);
+    assert_eq!(fake.request_count(), 1);
+}

@@ -9,7 +9,7 @@ pub mod ops;
 
 use std::time::Instant;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
@@ -45,31 +45,51 @@ pub fn json_response<T: Serialize>(body: &T) -> Response {
 /// `x-weir-upstream-ms` inside the upstream call (retries included), `x-weir-processing-ms`
 /// weir's own time on top of it.
 pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
+    const PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
+    const UPSTREAM_MODEL: HeaderName = HeaderName::from_static("x-weir-upstream-model");
+    const ATTEMPTS: HeaderName = HeaderName::from_static("x-weir-attempts");
+    const UPSTREAM_MS: HeaderName = HeaderName::from_static("x-weir-upstream-ms");
+    const PROCESSING_MS: HeaderName = HeaderName::from_static("x-weir-processing-ms");
+    const CACHE: HeaderName = HeaderName::from_static("x-weir-cache");
+    const COALESCED: HeaderName = HeaderName::from_static("x-weir-coalesced");
+    const COST_USD: HeaderName = HeaderName::from_static("x-weir-cost-usd");
+
     let total = started.elapsed();
     let own = total.saturating_sub(meta.latency);
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    put("x-weir-provider", meta.provider.clone());
-    put("x-weir-upstream-model", meta.upstream_model.clone());
-    put("x-weir-attempts", meta.attempts.to_string());
-    put(
-        "x-weir-upstream-ms",
-        format!("{:.3}", meta.latency.as_secs_f64() * 1000.0),
-    );
-    put(
-        "x-weir-processing-ms",
-        format!("{:.3}", own.as_secs_f64() * 1000.0),
-    );
-    put("x-weir-cache", meta.cache.as_str().to_owned());
+    if let Ok(v) = HeaderValue::from_str(&meta.provider) {
+        h.insert(PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&meta.upstream_model) {
+        h.insert(UPSTREAM_MODEL, v);
+    }
+    h.insert(ATTEMPTS, HeaderValue::from(meta.attempts));
+    h.insert(UPSTREAM_MS, millis_value(meta.latency));
+    h.insert(PROCESSING_MS, millis_value(own));
+    h.insert(CACHE, HeaderValue::from_static(meta.cache.as_str()));
     if meta.coalesced {
-        put("x-weir-coalesced", "true".to_owned());
+        h.insert(COALESCED, HeaderValue::from_static("true"));
     }
-    if let Some(cost) = meta.cost_usd {
-        put("x-weir-cost-usd", cost.normalize().to_string());
+    if let Some(cost) = meta.cost_usd
+        && let Ok(v) = HeaderValue::from_str(&cost.normalize().to_string())
+    {
+        h.insert(COST_USD, v);
     }
+}
+
+/// A duration as milliseconds with three decimals (`12.345`), written without `format!`:
+/// these headers go out on every response.
+fn millis_value(d: Duration) -> HeaderValue {
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let mut digits = itoa::Buffer::new();
+    let whole = digits.format(micros / 1000);
+    let frac = micros % 1000;
+    let mut out = Vec::with_capacity(whole.len() + 4);
+    out.extend_from_slice(whole.as_bytes());
+    out.push(b'.');
+    // frac < 1000, so each digit is 0..=9.
+    out.extend([frac / 100, frac / 10 % 10, frac % 10].map(|digit| b'0' + digit as u8));
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("0.000"))
 }
 
 /// Per-call options from the request: its id, `x-weir-priority` (0-255, higher first) for
@@ -129,4 +149,23 @@ pub fn call_options(
         cache,
         tenant: tenant.map(|t| t.0.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_have_three_decimals() {
+        let ms = |micros| millis_value(Duration::from_micros(micros));
+        assert_eq!(ms(0), "0.000");
+        assert_eq!(ms(7), "0.007");
+        assert_eq!(ms(12_345), "12.345");
+        assert_eq!(ms(1_000_050), "1000.050");
+        assert_eq!(
+            millis_value(Duration::from_nanos(1_999)),
+            "0.001",
+            "truncated"
+        );
+    }
 }

@@ -215,10 +215,66 @@ enum Exit {
     ContentPolicy,
 }
 
+/// What a request will take from a key, as [`Client::execute`] sees it.
+///
+/// Counting input tokens exactly costs a tokenizer pass (tens of microseconds for a short
+/// chat), and it only matters when a key is close to its limit. So a request may start with a
+/// cheap upper bound (each o200k token is at least one byte, so the text's byte length bounds
+/// its token count) and a way to count exactly: the bound is reserved when a key has room for
+/// it (settled to the real usage afterwards, like any estimate), and the exact count is taken
+/// only when no key has room for the bound.
+pub(crate) struct JobDemand<'a> {
+    initial: Demand,
+    exact: std::sync::OnceLock<Demand>,
+    count_input: Option<&'a (dyn Fn() -> u64 + Send + Sync)>,
+}
+
+impl<'a> JobDemand<'a> {
+    /// A demand that is already as exact as it will get.
+    pub(crate) fn fixed(demand: Demand) -> Self {
+        Self {
+            initial: demand,
+            exact: std::sync::OnceLock::new(),
+            count_input: None,
+        }
+    }
+
+    /// An upper bound on the demand, and how to count its input tokens exactly.
+    pub(crate) fn bounded(bound: Demand, count_input: &'a (dyn Fn() -> u64 + Send + Sync)) -> Self {
+        Self {
+            initial: bound,
+            exact: std::sync::OnceLock::new(),
+            count_input: Some(count_input),
+        }
+    }
+
+    /// The demand to reserve now.
+    pub(crate) fn current(&self) -> Demand {
+        self.exact.get().copied().unwrap_or(self.initial)
+    }
+
+    /// Count exactly, if that has not happened yet and can. True when the demand changed, so
+    /// a key that had no room for the bound is worth asking again.
+    fn refine(&self) -> bool {
+        let Some(count) = self.count_input else {
+            return false;
+        };
+        if self.exact.get().is_some() {
+            return false;
+        }
+        let exact = Demand {
+            input_tokens: count(),
+            ..self.initial
+        };
+        let _ = self.exact.set(exact);
+        exact != self.initial
+    }
+}
+
 /// Per-request inputs of [`Client::execute`].
 pub(crate) struct Job<'a> {
     pub(crate) model: &'a str,
-    pub(crate) demand: Demand,
+    pub(crate) demand: JobDemand<'a>,
     pub(crate) priority: u8,
     pub(crate) request_id: &'a str,
     pub(crate) deadline: Instant,
@@ -339,7 +395,11 @@ impl Client {
                 return Err((e, None));
             }
             if skipped >= order.len() {
-                if skipped_for_keys > 0 && !patient {
+                if skipped_for_keys > 0 && job.demand.refine() {
+                    // No key had room for the bound: ask again with the exact count.
+                    skipped = 0;
+                    skipped_for_keys = 0;
+                } else if skipped_for_keys > 0 && !patient {
                     patient = true;
                     skipped = 0;
                     skipped_for_keys = 0;
@@ -370,8 +430,12 @@ impl Client {
                     continue;
                 }
                 Err(SkipReason::NoKey(e)) => {
-                    // A request too large for any key will never fit: say so now.
+                    // A request too large for any key will never fit: say so now (once it
+                    // is counted exactly; the bound may be what did not fit).
                     if matches!(e, Error::InvalidRequest { .. }) {
+                        if job.demand.refine() {
+                            continue;
+                        }
                         return Err((e, None));
                     }
                     last_err = Some(e);
@@ -540,7 +604,12 @@ impl Client {
         }
         let lease = reg
             .pool
-            .acquire(job.demand, job.priority, key_deadline, excluded_keys)
+            .acquire(
+                job.demand.current(),
+                job.priority,
+                key_deadline,
+                excluded_keys,
+            )
             .await
             .map_err(SkipReason::NoKey)?;
         let ctx = CallContext {

@@ -49,7 +49,7 @@ use crate::provider::openai::OpenAiProvider;
 use crate::provider::{RateLimitSnapshot, SharedProvider};
 use crate::retry::RetryBudget;
 use crate::router::DeploymentSnapshot;
-use engine::{Groups, Job};
+use engine::{Groups, Job, JobDemand};
 use stats::Stats;
 
 /// Output tokens reserved on a key when the request sets no cap; settled to the real count.
@@ -348,10 +348,42 @@ impl Client {
         }
     }
 
+    /// [`Self::demand`] for a request whose reservation settles against the upstream's usage
+    /// (a complete answer): when a key limits tokens, an upper bound on the input first, counted
+    /// exactly only if no key has room for the bound (see [`JobDemand`]).
+    fn bounded_demand<'r>(
+        &self,
+        req: &ChatRequest,
+        count_input: &'r (dyn Fn() -> u64 + Send + Sync),
+    ) -> JobDemand<'r> {
+        let counts = self
+            .inner
+            .providers
+            .values()
+            .any(|r| r.pool.counts_tokens());
+        let output_tokens = req
+            .max_output_tokens()
+            .map_or(DEFAULT_OUTPUT_RESERVATION, u64::from);
+        if counts {
+            JobDemand::bounded(
+                Demand {
+                    input_tokens: crate::tokens::request_tokens_upper_bound(req),
+                    output_tokens,
+                },
+                count_input,
+            )
+        } else {
+            JobDemand::fixed(Demand {
+                input_tokens: crate::tokens::estimate_prompt_tokens(req),
+                output_tokens,
+            })
+        }
+    }
+
     fn job<'a>(
         &'a self,
         model: &'a str,
-        demand: Demand,
+        demand: JobDemand<'a>,
         opts: &'a CallOptions,
         started: Instant,
     ) -> Job<'a> {
@@ -416,7 +448,13 @@ impl Client {
         req.stream = None;
         req.stream_options = None;
         let started = Instant::now();
-        let job = self.job(&requested_model, self.demand(&req), opts, started);
+        let count_input = || crate::tokens::count_request_tokens(&req);
+        let job = self.job(
+            &requested_model,
+            self.bounded_demand(&req, &count_input),
+            opts,
+            started,
+        );
         let req = &req;
         let served = self
             .execute(&job, |p, ctx| async move { p.chat(req, &ctx).await })
@@ -474,7 +512,7 @@ impl Client {
         req.stream = Some(true);
         let started = Instant::now();
         let demand = self.demand(&req);
-        let job = self.job(&requested_model, demand, opts, started);
+        let job = self.job(&requested_model, JobDemand::fixed(demand), opts, started);
         let req = &req;
         let served = self
             .execute(&job, |p, ctx| async move {
@@ -539,7 +577,7 @@ impl Client {
             input_tokens: texts.iter().map(|t| crate::tokens::count_tokens(t)).sum(),
             output_tokens: 0,
         };
-        let job = self.job(&requested_model, demand, opts, started);
+        let job = self.job(&requested_model, JobDemand::fixed(demand), opts, started);
         let req = &req;
         let served = self
             .execute(&job, |p, ctx| async move {

@@ -1,27 +1,29 @@
 //! The HTTP plumbing every HTTP adapter shares.
 //!
-//! This module owns: the one pooled `reqwest::Client` per provider ([`build_client`]), the
-//! time budget of a call ([`CallDeadlines`]: first byte and total, never past the caller's
-//! deadline), sending with that budget ([`send`]), turning reqwest failures and error responses
-//! into [`Error`]s ([`error_from_response`]), bounded body reads, and the guarded event stream
-//! of a streamed call ([`sse_events`]).
+//! This module owns: the time budget of a call ([`CallDeadlines`]: first byte and total, never
+//! past the caller's deadline), sending with that budget ([`send`]), turning transport failures
+//! and error responses into [`Error`]s ([`error_from_response`]), bounded body reads, and the
+//! guarded event stream of a streamed call ([`sse_events`]). The client itself is
+//! [`super::transport`]'s.
 //!
-//! Error messages built here never contain a URL (reqwest's include the full URL, query and
-//! all, so they are stripped) or the API key (an upstream that echoes it back is redacted).
+//! Error messages built here never contain a URL (its query may hold a key) or the API key (an
+//! upstream that echoes it back is redacted).
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::ratelimit;
 use super::sse::{self, SseError, SseEvent};
+use super::transport::{self, Response};
 use super::{Upstream, UpstreamMeta};
 use crate::config::{ConfigError, Problem, Timeouts};
 use crate::error::{Error, Result, TimeoutPhase};
@@ -38,50 +40,7 @@ pub const RESPONSE_BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// says what happened, the body only adds the message.
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Install rustls's `ring` crypto provider as the process default. Idempotent.
-///
-/// reqwest is built with `rustls-no-provider` (ring builds much faster than aws-lc-rs), and
-/// with no installed provider reqwest panics when building a client, so [`build_client`]
-/// calls this first; binaries may call it at start too.
-pub fn install_crypto_provider() {
-    // Err means a provider is already installed (by us or the embedding program): fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// The pooled client of one provider: rustls, keep-alive pool, HTTP/2 when the server offers
-/// it through ALPN (HTTP/1.1 otherwise, e.g. plain-HTTP local servers), `TCP_NODELAY`.
-///
-/// Only the connect timeout is set on the client; the first-byte and total timeouts are
-/// per call ([`CallDeadlines`]) because a stream may legitimately outlive any fixed timeout.
-/// Redirects are not followed: an LLM API that redirects is a misconfigured base URL, and
-/// following a redirected POST would silently turn it into a GET.
-pub fn build_client(timeouts: &Timeouts) -> Result<reqwest::Client> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .tls_backend_rustls()
-        .connect_timeout(timeouts.connect)
-        // Nagle + delayed ACK adds ~40 ms to small writes; LLM traffic is all small writes.
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(60))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(64)
-        .http2_adaptive_window(true)
-        // Finds dead pooled HTTP/2 connections before a request is lost on one.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            Error::Config(ConfigError {
-                file: None,
-                problems: vec![Problem {
-                    path: "(http client)".to_owned(),
-                    reason: format!("could not build the HTTP client: {}", error_chain(&e)),
-                }],
-            })
-        })
-}
+pub use super::transport::{HttpClient, RequestBuilder, error_chain, install_crypto_provider};
 
 /// Parse configured extra headers once, at provider construction.
 pub fn header_map(provider: &str, pairs: &[(String, String)]) -> Result<HeaderMap> {
@@ -188,9 +147,9 @@ impl CallDeadlines {
 /// Any status is returned as `Ok`: callers check it and use [`error_from_response`].
 pub async fn send(
     provider: &str,
-    req: reqwest::RequestBuilder,
+    req: RequestBuilder,
     deadlines: &CallDeadlines,
-) -> Result<reqwest::Response> {
+) -> Result<Response> {
     match tokio::time::timeout_at(deadlines.first_byte, req.send()).await {
         Ok(Ok(resp)) => Ok(resp),
         Ok(Err(e)) => Err(send_error(provider, &e, deadlines)),
@@ -199,12 +158,9 @@ pub async fn send(
 }
 
 /// Classify a failure to get a response at all.
-fn send_error(provider: &str, e: &reqwest::Error, deadlines: &CallDeadlines) -> Error {
-    if e.is_connect() && e.is_timeout() {
+fn send_error(provider: &str, e: &transport::SendError, deadlines: &CallDeadlines) -> Error {
+    if transport::is_connect_timeout(e) {
         return deadlines.connect_error(provider);
-    }
-    if e.is_timeout() {
-        return deadlines.first_byte_error(provider);
     }
     let message = if e.is_connect() {
         format!("connection failed: {}", error_chain(e))
@@ -217,35 +173,13 @@ fn send_error(provider: &str, e: &reqwest::Error, deadlines: &CallDeadlines) -> 
     }
 }
 
-/// A reqwest error and its causes as one line, without the URL reqwest puts in its message.
-pub fn error_chain(e: &reqwest::Error) -> String {
-    // reqwest appends " for url (...)" (query and all) to its messages, nested ones included.
-    fn without_url(text: String) -> String {
-        match text.find(" for url (") {
-            Some(i) => text[..i].to_owned(),
-            None => text,
-        }
-    }
-    let mut parts: Vec<String> = vec![without_url(e.to_string())];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = without_url(s.to_string());
-        // hyper and reqwest often repeat a cause in the wrapper's text.
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 /// The upstream's error response as an [`Error`], classified by status with the provider's own
 /// message (OpenAI's `{"error":{"message"}}`, Anthropic's `{"type":"error","error":{"message"}}`
 /// and the shapes of common compatible servers), `Retry-After` honoured. At most
 /// [`ERROR_BODY_LIMIT`] bytes are read; `secret` is redacted if the upstream echoes it.
 pub async fn error_from_response(
     provider: &str,
-    resp: reqwest::Response,
+    resp: Response,
     deadlines: &CallDeadlines,
     secret: Option<&SecretString>,
 ) -> Error {
@@ -316,7 +250,7 @@ pub fn redact(text: &str, secret: Option<&SecretString>) -> String {
 /// Read a whole successful response, at most `limit` bytes, by the total deadline.
 pub async fn read_body(
     provider: &str,
-    resp: reqwest::Response,
+    resp: Response,
     deadlines: &CallDeadlines,
     limit: usize,
 ) -> Result<Bytes> {
@@ -339,27 +273,33 @@ pub async fn read_body(
 
 enum ReadError {
     Deadline,
-    Transport(reqwest::Error),
+    Transport(hyper::Error),
 }
 
 /// Read up to `limit` bytes; the flag says whether the body was longer (and cut).
 async fn read_limited(
-    mut resp: reqwest::Response,
+    resp: Response,
     limit: usize,
     until: Instant,
 ) -> std::result::Result<(Bytes, bool), ReadError> {
+    let mut body = resp.into_body();
     // Content-Length (when sent) sizes the buffer once; a lying one only costs a regrowth.
-    let hint = resp
-        .content_length()
+    let hint = body
+        .size_hint()
+        .exact()
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0);
     let mut buf = BytesMut::with_capacity(hint.min(limit));
     loop {
-        match tokio::time::timeout_at(until, resp.chunk()).await {
+        match tokio::time::timeout_at(until, body.frame()).await {
             Err(_) => return Err(ReadError::Deadline),
-            Ok(Err(e)) => return Err(ReadError::Transport(e)),
-            Ok(Ok(None)) => return Ok((buf.freeze(), false)),
-            Ok(Ok(Some(chunk))) => {
+            Ok(Some(Err(e))) => return Err(ReadError::Transport(e)),
+            Ok(None) => return Ok((buf.freeze(), false)),
+            Ok(Some(Ok(frame))) => {
+                // Trailers carry nothing weir reads.
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
                 let room = limit - buf.len();
                 if chunk.len() > room {
                     buf.extend_from_slice(&chunk[..room]);
@@ -403,7 +343,7 @@ pub fn upstream_meta(headers: &HeaderMap) -> UpstreamMeta {
 /// One JSON call: send, check the status, read the bounded body by the total deadline, parse.
 pub async fn call_json<T: DeserializeOwned>(
     provider: &str,
-    req: reqwest::RequestBuilder,
+    req: RequestBuilder,
     deadlines: &CallDeadlines,
     secret: Option<&SecretString>,
     what: &str,
@@ -425,11 +365,14 @@ pub async fn call_json<T: DeserializeOwned>(
 /// here, so the caller can still retry or fail over.
 pub async fn call_sse(
     provider: &str,
-    req: reqwest::RequestBuilder,
+    req: RequestBuilder,
     deadlines: &CallDeadlines,
     secret: Option<&SecretString>,
 ) -> Result<(BoxStream<'static, Result<SseEvent>>, UpstreamMeta)> {
-    let req = req.header(http::header::ACCEPT, "text/event-stream");
+    let req = req.header(
+        http::header::ACCEPT,
+        HeaderValue::from_static("text/event-stream"),
+    );
     let resp = send(provider, req, deadlines).await?;
     if !resp.status().is_success() {
         return Err(error_from_response(provider, resp, deadlines, secret).await);
@@ -470,11 +413,11 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 /// the stream ends after it.
 pub fn sse_events(
     provider: &str,
-    resp: reqwest::Response,
+    resp: Response,
     deadlines: CallDeadlines,
 ) -> impl Stream<Item = Result<SseEvent>> + Send + 'static {
     let name = provider.to_owned();
-    let bytes = guarded_bytes(name.clone(), resp.bytes_stream(), deadlines);
+    let bytes = guarded_bytes(name.clone(), resp.into_body().into_data_stream(), deadlines);
     sse::decode(bytes).map(move |item| {
         item.map_err(|e| match e {
             SseError::Transport(e) => e,
@@ -486,14 +429,14 @@ pub fn sse_events(
     })
 }
 
-/// Bytes with deadlines applied and reqwest errors mapped; ends after the first error.
+/// Bytes with deadlines applied and transport errors mapped; ends after the first error.
 fn guarded_bytes<S>(
     provider: String,
     bytes: S,
     deadlines: CallDeadlines,
 ) -> impl Stream<Item = Result<Bytes>> + Send + 'static
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    S: Stream<Item = std::result::Result<Bytes, hyper::Error>> + Send + 'static,
 {
     struct St<S> {
         bytes: std::pin::Pin<Box<S>>,
@@ -652,13 +595,6 @@ mod tests {
                 ..
             }
         ));
-    }
-
-    #[test]
-    fn client_builds_with_ring() {
-        install_crypto_provider();
-        install_crypto_provider();
-        build_client(&Timeouts::default()).unwrap();
     }
 
     #[test]

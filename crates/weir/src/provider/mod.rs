@@ -15,6 +15,7 @@ pub mod mock;
 pub mod openai;
 pub mod ratelimit;
 pub mod sse;
+pub mod transport;
 
 use std::fmt;
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use weir_types::models::{Model, ModelList};
 
 use super::http::{self as h, CallDeadlines};
 use super::sse::SseEvent;
+use super::transport::Endpoint;
 use super::{CallContext, ChunkStream, Provider, Upstream, UpstreamStream};
 use crate::config::{ConfigError, Problem, ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
@@ -28,10 +29,10 @@ use crate::error::{Error, Result};
 #[derive(Clone)]
 pub struct OpenAiProvider {
     name: String,
-    client: reqwest::Client,
-    chat_url: Url,
-    embeddings_url: Url,
-    models_url: Url,
+    client: h::HttpClient,
+    chat_url: Endpoint,
+    embeddings_url: Endpoint,
+    models_url: Endpoint,
     /// Organisation, project and configured extra headers, parsed once.
     headers: HeaderMap,
     timeouts: Timeouts,
@@ -45,7 +46,7 @@ impl fmt::Debug for OpenAiProvider {
         let header_names: Vec<&str> = self.headers.keys().map(|k| k.as_str()).collect();
         f.debug_struct("OpenAiProvider")
             .field("name", &self.name)
-            .field("chat_url", &redacted_url(&self.chat_url))
+            .field("chat_url", &redacted_url(self.chat_url.url()))
             .field("headers", &header_names)
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
@@ -67,10 +68,10 @@ impl OpenAiProvider {
         named("openai-project", &cfg.project, "project")?;
         Ok(Self {
             name: cfg.name.clone(),
-            client: h::build_client(&cfg.timeouts)?,
-            chat_url: endpoint(cfg, &["chat", "completions"])?,
-            embeddings_url: endpoint(cfg, &["embeddings"])?,
-            models_url: endpoint(cfg, &["models"])?,
+            client: h::HttpClient::new(&cfg.timeouts)?,
+            chat_url: Endpoint::new(&cfg.name, endpoint(cfg, &["chat", "completions"])?)?,
+            embeddings_url: Endpoint::new(&cfg.name, endpoint(cfg, &["embeddings"])?)?,
+            models_url: Endpoint::new(&cfg.name, endpoint(cfg, &["models"])?)?,
             headers,
             timeouts: cfg.timeouts,
             models: cfg.models.clone(),
@@ -81,9 +82,9 @@ impl OpenAiProvider {
     fn request(
         &self,
         method: Method,
-        url: &Url,
+        url: &Endpoint,
         ctx: &CallContext,
-    ) -> Result<reqwest::RequestBuilder> {
+    ) -> Result<h::RequestBuilder> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
             headers.insert(
@@ -92,22 +93,25 @@ impl OpenAiProvider {
             );
         }
         forward_request_id(&mut headers, ctx);
-        Ok(self.client.request(method, url.clone()).headers(headers))
+        Ok(self.client.request(method, url.uri(), headers))
     }
 
     fn post_json<T: serde::Serialize>(
         &self,
-        url: &Url,
+        url: &Endpoint,
         body: &T,
         ctx: &CallContext,
-    ) -> Result<reqwest::RequestBuilder> {
-        // Serialised here, not by reqwest, so a failure is an invalid request, not a
+    ) -> Result<h::RequestBuilder> {
+        // Serialised here, not by the transport, so a failure is an invalid request, not a
         // connection error, and the body goes out with a Content-Length in one write.
         let bytes = serde_json::to_vec(body)
             .map_err(|e| Error::invalid_request(format!("could not serialise the request: {e}")))?;
         Ok(self
             .request(Method::POST, url, ctx)?
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
             .body(bytes))
     }
 }

@@ -149,46 +149,79 @@ pub fn parse_headers(headers: &HeaderMap) -> Option<RateLimitSnapshot> {
 
 /// [`parse_headers`] as if observed at `now` (deterministic for tests).
 pub fn parse_headers_at(headers: &HeaderMap, now: SystemTime) -> Option<RateLimitSnapshot> {
-    let openai = |kind: &str| {
+    // One pass over the response's headers picks out the ones this module reads; most
+    // responses carry a dozen headers and this runs on every call, so no per-name lookups.
+    let found = Found::scan(headers);
+    if found.is_empty() {
+        return None;
+    }
+    let get = |name: &str| found.get(name);
+    let openai = |limit, remaining, reset| {
         window(
-            headers,
+            get(limit),
+            get(remaining),
+            get(reset),
             now,
-            &format!("x-ratelimit-limit-{kind}"),
-            &format!("x-ratelimit-remaining-{kind}"),
-            &format!("x-ratelimit-reset-{kind}"),
             parse_relative_reset,
         )
     };
-    let anthropic = |kind: &str| {
+    let anthropic = |limit, remaining, reset| {
         window(
-            headers,
+            get(limit),
+            get(remaining),
+            get(reset),
             now,
-            &format!("anthropic-ratelimit-{kind}-limit"),
-            &format!("anthropic-ratelimit-{kind}-remaining"),
-            &format!("anthropic-ratelimit-{kind}-reset"),
             parse_absolute_reset,
         )
     };
     // OpenRouter and others: one unsuffixed request window, reset as a Unix timestamp.
     let unsuffixed = || {
         window(
-            headers,
+            get("x-ratelimit-limit"),
+            get("x-ratelimit-remaining"),
+            get("x-ratelimit-reset"),
             now,
-            "x-ratelimit-limit",
-            "x-ratelimit-remaining",
-            "x-ratelimit-reset",
             parse_unix_reset,
         )
     };
 
     let snapshot = RateLimitSnapshot {
-        requests: anthropic("requests")
-            .or_else(|| openai("requests"))
-            .or_else(unsuffixed),
-        tokens: anthropic("tokens").or_else(|| openai("tokens")),
-        input_tokens: anthropic("input-tokens"),
-        output_tokens: anthropic("output-tokens"),
-        retry_after: retry_after_at(headers, now),
+        requests: anthropic(
+            "anthropic-ratelimit-requests-limit",
+            "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset",
+        )
+        .or_else(|| {
+            openai(
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            )
+        })
+        .or_else(unsuffixed),
+        tokens: anthropic(
+            "anthropic-ratelimit-tokens-limit",
+            "anthropic-ratelimit-tokens-remaining",
+            "anthropic-ratelimit-tokens-reset",
+        )
+        .or_else(|| {
+            openai(
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            )
+        }),
+        input_tokens: anthropic(
+            "anthropic-ratelimit-input-tokens-limit",
+            "anthropic-ratelimit-input-tokens-remaining",
+            "anthropic-ratelimit-input-tokens-reset",
+        ),
+        output_tokens: anthropic(
+            "anthropic-ratelimit-output-tokens-limit",
+            "anthropic-ratelimit-output-tokens-remaining",
+            "anthropic-ratelimit-output-tokens-reset",
+        ),
+        retry_after: retry_after_from(get("retry-after-ms"), get("retry-after"), now),
         observed_at: Some(now),
     };
     let any = snapshot.requests.is_some()
@@ -199,6 +232,67 @@ pub fn parse_headers_at(headers: &HeaderMap, now: SystemTime) -> Option<RateLimi
     any.then_some(snapshot)
 }
 
+/// Every header name this module reads.
+const NAMES: [&str; 23] = [
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-limit",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-limit",
+    "anthropic-ratelimit-output-tokens-remaining",
+    "anthropic-ratelimit-output-tokens-reset",
+    "retry-after-ms",
+    "retry-after",
+];
+
+/// The values of the [`NAMES`] headers a response carries (trimmed, non-empty, text).
+struct Found<'a>([Option<&'a str>; NAMES.len()]);
+
+impl<'a> Found<'a> {
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut found = Found([None; NAMES.len()]);
+        for (name, value) in headers {
+            let name = name.as_str();
+            // Header names are lower case in a HeaderMap; the prefix test skips the rest.
+            if !(name.starts_with("x-ratelimit")
+                || name.starts_with("anthropic-ratelimit")
+                || name.starts_with("retry-after"))
+            {
+                continue;
+            }
+            if let Some(i) = NAMES.iter().position(|n| *n == name)
+                && found.0[i].is_none()
+            {
+                found.0[i] = value.to_str().ok().map(str::trim).filter(|s| !s.is_empty());
+            }
+        }
+        found
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        let i = NAMES.iter().position(|n| *n == name)?;
+        self.0[i]
+    }
+}
+
 /// The wait an error response asks for: `retry-after-ms` (fractional milliseconds) first,
 /// then `retry-after` (seconds, or an HTTP-date). Clamped to [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -207,10 +301,18 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// [`retry_after`] relative to `now` (for HTTP-dates).
 pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header_str(headers, "retry-after-ms").and_then(parse_non_negative_f64) {
+    retry_after_from(
+        header_str(headers, "retry-after-ms"),
+        header_str(headers, "retry-after"),
+        now,
+    )
+}
+
+fn retry_after_from(ms: Option<&str>, value: Option<&str>, now: SystemTime) -> Option<Duration> {
+    if let Some(ms) = ms.and_then(parse_non_negative_f64) {
         return Some(clamp_retry(secs_f64_saturating(ms / 1000.0)));
     }
-    let value = header_str(headers, "retry-after")?;
+    let value = value?;
     if let Some(secs) = parse_non_negative_f64(value) {
         return Some(clamp_retry(secs_f64_saturating(secs)));
     }
@@ -226,19 +328,18 @@ fn clamp_retry(d: Duration) -> Duration {
 }
 
 fn window(
-    headers: &HeaderMap,
+    limit: Option<&str>,
+    remaining: Option<&str>,
+    reset: Option<&str>,
     now: SystemTime,
-    limit: &str,
-    remaining: &str,
-    reset: &str,
     parse_reset: fn(&str, SystemTime) -> Option<Duration>,
 ) -> Option<RateLimitWindow> {
-    let reset_after = header_str(headers, reset)
+    let reset_after = reset
         .and_then(|v| parse_reset(v, now))
         .map(|d| d.min(MAX_RESET));
     let w = RateLimitWindow {
-        limit: header_str(headers, limit).and_then(parse_count),
-        remaining: header_str(headers, remaining).and_then(parse_count),
+        limit: limit.and_then(parse_count),
+        remaining: remaining.and_then(parse_count),
         reset_after,
         reset_at: reset_after.and_then(|d| now.checked_add(d)),
     };

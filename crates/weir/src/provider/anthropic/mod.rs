@@ -17,7 +17,6 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
-use url::Url;
 use weir_types::anthropic::{ErrorDetail, MessagesRequest, MessagesResponse, StreamEvent};
 use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse};
 use weir_types::models::Model;
@@ -25,6 +24,7 @@ use weir_types::models::Model;
 use super::http::{self as h, CallDeadlines};
 use super::openai::{config_error, endpoint, forward_request_id, lacks_endpoint, redacted_url};
 use super::sse::SseEvent;
+use super::transport::Endpoint;
 use super::{CallContext, ChunkStream, Provider, Upstream, UpstreamStream};
 use crate::config::{ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
@@ -36,9 +36,9 @@ pub const DEFAULT_VERSION: &str = "2023-06-01";
 #[derive(Clone)]
 pub struct AnthropicProvider {
     name: String,
-    client: reqwest::Client,
-    messages_url: Url,
-    models_url: Url,
+    client: h::HttpClient,
+    messages_url: Endpoint,
+    models_url: Endpoint,
     /// `anthropic-version` and configured extra headers, parsed once.
     headers: HeaderMap,
     timeouts: Timeouts,
@@ -52,7 +52,7 @@ impl fmt::Debug for AnthropicProvider {
         let header_names: Vec<&str> = self.headers.keys().map(|k| k.as_str()).collect();
         f.debug_struct("AnthropicProvider")
             .field("name", &self.name)
-            .field("messages_url", &redacted_url(&self.messages_url))
+            .field("messages_url", &redacted_url(self.messages_url.url()))
             .field("headers", &header_names)
             .field("timeouts", &self.timeouts)
             .field("default_max_tokens", &self.default_max_tokens)
@@ -81,9 +81,9 @@ impl AnthropicProvider {
         models_url.query_pairs_mut().append_pair("limit", "1000");
         Ok(Self {
             name: cfg.name.clone(),
-            client: h::build_client(&cfg.timeouts)?,
-            messages_url: endpoint(cfg, &["messages"])?,
-            models_url,
+            client: h::HttpClient::new(&cfg.timeouts)?,
+            messages_url: Endpoint::new(&cfg.name, endpoint(cfg, &["messages"])?)?,
+            models_url: Endpoint::new(&cfg.name, models_url)?,
             headers,
             timeouts: cfg.timeouts,
             default_max_tokens,
@@ -94,27 +94,30 @@ impl AnthropicProvider {
     fn request(
         &self,
         method: Method,
-        url: &Url,
+        url: &Endpoint,
         ctx: &CallContext,
-    ) -> Result<reqwest::RequestBuilder> {
+    ) -> Result<h::RequestBuilder> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
             headers.insert("x-api-key", h::secret_header(&self.name, "", key)?);
         }
         forward_request_id(&mut headers, ctx);
-        Ok(self.client.request(method, url.clone()).headers(headers))
+        Ok(self.client.request(method, url.uri(), headers))
     }
 
     fn post_messages(
         &self,
         body: &MessagesRequest,
         ctx: &CallContext,
-    ) -> Result<reqwest::RequestBuilder> {
+    ) -> Result<h::RequestBuilder> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| Error::invalid_request(format!("could not serialise the request: {e}")))?;
         Ok(self
             .request(Method::POST, &self.messages_url, ctx)?
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
             .body(bytes))
     }
 

@@ -248,6 +248,11 @@ impl<'a> JobDemand<'a> {
         }
     }
 
+    /// The exact input count, if admission needed one.
+    pub(crate) fn exact_input(&self) -> Option<u64> {
+        self.exact.get().map(|d| d.input_tokens)
+    }
+
     /// The demand to reserve now.
     pub(crate) fn current(&self) -> Demand {
         self.exact.get().copied().unwrap_or(self.initial)

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 use weir_types::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
 use weir_types::chat::{ChatChunk, StreamOptions, Usage};
 
-use super::engine::JobDemand;
 use super::stream::StreamSummary;
 use super::{CallOptions, Client, ResponseMeta, Route, bound_by_deadline, with_first_item};
 use crate::error::Result;
@@ -124,8 +123,13 @@ impl Client {
             extra: Default::default(),
         });
         let started = Instant::now();
-        let demand = self.demand(&chat);
-        let job = self.job(&requested_model, JobDemand::fixed(demand), opts, started);
+        let count_input = || crate::tokens::count_request_tokens(&chat);
+        let job = self.job(
+            &requested_model,
+            self.bounded_demand(&chat, &count_input),
+            opts,
+            started,
+        );
         let message_id = match opts.request_id.as_deref() {
             Some(id) if !id.is_empty() => format!("msg_{}", id.trim_start_matches("req_")),
             _ => format!("msg_{:016x}", fastrand::u64(..)),

@@ -326,31 +326,10 @@ impl Client {
         })
     }
 
-    /// What a chat request will take from a key: input counted with the o200k tokenizer
-    /// (exact for OpenAI, a close estimate elsewhere) when a key limits tokens, else estimated
-    /// from its bytes (only then used, for a stream dropped before its usage arrived); output
-    /// at its cap.
-    fn demand(&self, req: &ChatRequest) -> Demand {
-        let exact = self
-            .inner
-            .providers
-            .values()
-            .any(|r| r.pool.counts_tokens());
-        Demand {
-            input_tokens: if exact {
-                crate::tokens::count_request_tokens(req)
-            } else {
-                crate::tokens::estimate_prompt_tokens(req)
-            },
-            output_tokens: req
-                .max_output_tokens()
-                .map_or(DEFAULT_OUTPUT_RESERVATION, u64::from),
-        }
-    }
-
-    /// [`Self::demand`] for a request whose reservation settles against the upstream's usage
-    /// (a complete answer): when a key limits tokens, an upper bound on the input first, counted
-    /// exactly only if no key has room for the bound (see [`JobDemand`]).
+    /// What a chat request will take from a key. Output at its cap. Input: when a key limits
+    /// tokens, an upper bound first, counted with the o200k tokenizer (exact for OpenAI, a close
+    /// estimate elsewhere) only if no key has room for the bound (see [`JobDemand`]); else an
+    /// estimate from its bytes, never binding. Reservations settle to the upstream's usage.
     fn bounded_demand<'r>(
         &self,
         req: &ChatRequest,
@@ -511,8 +490,13 @@ impl Client {
         let client_wants_usage = req.wants_stream_usage();
         req.stream = Some(true);
         let started = Instant::now();
-        let demand = self.demand(&req);
-        let job = self.job(&requested_model, JobDemand::fixed(demand), opts, started);
+        let count_input = || crate::tokens::count_request_tokens(&req);
+        let job = self.job(
+            &requested_model,
+            self.bounded_demand(&req, &count_input),
+            opts,
+            started,
+        );
         let req = &req;
         let served = self
             .execute(&job, |p, ctx| async move {
@@ -540,7 +524,12 @@ impl Client {
             stream::Accounting {
                 client: self.clone(),
                 route: served.route,
-                prompt_estimate: demand.input_tokens,
+                // Billed only for a stream cut before its usage arrived: the exact count if
+                // admission needed one, else the byte-based estimate.
+                prompt_estimate: job
+                    .demand
+                    .exact_input()
+                    .unwrap_or_else(|| crate::tokens::estimate_prompt_tokens(req)),
                 lease: served.lease,
             },
         ))

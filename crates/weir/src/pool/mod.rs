@@ -355,8 +355,20 @@ impl KeyPool {
         let learns_tokens = windows[1..]
             .iter()
             .any(|(_, w)| w.as_ref().is_some_and(|w| w.limit.is_some()));
-        if learns_tokens && !self.inner.counts_tokens.swap(true, Ordering::Relaxed) {
-            // From now on requests are counted exactly; build the tokenizer off the hot path.
+        self.inner
+            .counts_tokens
+            .fetch_or(learns_tokens, Ordering::Relaxed);
+        // Requests reserve an upper bound on their input and are counted exactly only when a
+        // key has no room for the bound. Once a learned token window is half used that may
+        // happen soon: build the tokenizer (~50 MiB, ~0.2 s) off the hot path, once. A key
+        // far from its limits never needs it.
+        let half_used = windows[1..].iter().any(|(_, w)| {
+            w.as_ref().is_some_and(|w| match (w.limit, w.remaining) {
+                (Some(limit), Some(remaining)) => remaining < limit / 2,
+                _ => false,
+            })
+        });
+        if half_used && !self.inner.warming.swap(true, Ordering::Relaxed) {
             std::thread::spawn(crate::tokens::warm_up);
         }
         let (mut st, now) = self.inner.lock_now();

@@ -66,6 +66,8 @@ pub(super) struct Inner {
     /// Whether any key limits input or total tokens (configured, or learned from headers):
     /// only then do requests need an exact token count, which costs a tokenizer pass.
     pub(super) counts_tokens: std::sync::atomic::AtomicBool,
+    /// Whether the tokenizer's warm-up was started for this pool's learned limits.
+    pub(super) warming: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
@@ -85,6 +87,7 @@ impl Inner {
             keys,
             cfg,
             counts_tokens: std::sync::atomic::AtomicBool::new(counts_tokens),
+            warming: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(State {
                 keys: limits.iter().map(|l| KeyState::new(l, now)).collect(),
                 queue: BTreeMap::new(),

@@ -152,15 +152,8 @@ impl Server {
             );
             addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
         }
-        let counts_tokens = config.providers.iter().flat_map(|p| &p.keys).any(|k| {
-            k.limits.input_tokens_per_minute.is_some()
-                || k.limits.output_tokens_per_minute.is_some()
-        });
-        if counts_tokens {
-            // Token-limited keys count every request: build the tokenizer (~0.2 s) alongside
-            // start-up rather than in front of it; a request that needs it first waits for it.
-            std::thread::spawn(weir::tokens::warm_up);
-        }
+        // The tokenizer is built by the key pools, once a key's token window is half used
+        // (requests reserve a cheap upper bound until then).
         let client = weir::Client::builder(config).build_async().await?;
         let state = AppState::new(client);
         let listener = TcpListener::bind(addr)

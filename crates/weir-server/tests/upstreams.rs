@@ -314,3 +314,41 @@ async fn client_disconnect_cancels_the_upstream_request() {
         "the upstream stream was cancelled, not read to its end"
     );
 }
+
+/// An OpenAI-compatible answer goes out as the upstream wrote it (not decoded and encoded
+/// again): byte for byte, through a miss and then through a cache hit.
+#[tokio::test]
+async fn openai_answers_are_forwarded_byte_for_byte() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "  api_keys: [\"gw-key\"]\nretry:\n  max_retries: 0\nproviders:\n  oai:\n    kind: openai\n    base_url: {}\n    api_key: sk-oai-upstream\n  claude:\n    kind: anthropic\n    base_url: {}\n    api_key: sk-ant\ncache:\n  enabled: true\n",
+        fo.v1(),
+        fa.v1()
+    ))
+    .await;
+    // Pretty-printed, fields in an unusual order, a vendor field and a float weir's encoder
+    // would write differently: any re-encoding shows.
+    let upstream = "{\n  \"usage\": {\"prompt_tokens\": 5, \"completion_tokens\": 1, \"total_tokens\": 6},\n  \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": \"hi\"}, \"finish_reason\": \"stop\"}],\n  \"id\": \"chatcmpl-raw\", \"object\": \"chat.completion\", \"created\": 1, \"model\": \"gpt-4o\",\n  \"x_vendor\": {\"score\": 1.50}\n}";
+    fo.set_default(
+        Reply::status(200)
+            .header("content-type", "application/json")
+            .body(upstream),
+    );
+    let body = json!({"model": "oai/gpt-4o", "temperature": 0,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    for expected_cache in ["miss", "hit"] {
+        let res = gw
+            .post("/v1/chat/completions")
+            .bearer_auth("gw-key")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-weir-cache"], expected_cache);
+        assert_eq!(res.headers()["content-type"], "application/json");
+        assert_eq!(res.text().await.unwrap(), upstream, "{expected_cache}");
+    }
+    assert_eq!(fo.request_count(), 1);
+}

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use weir_types::chat::{ChatChunk, ChatRequest};
 
-use super::{json_response, meta_headers};
+use super::{json_bytes_response, json_response, meta_headers};
 use crate::error::{ApiError, Flavor};
 use crate::extract::JsonBody;
 use crate::middleware::{RequestId, Served};
@@ -68,7 +68,11 @@ pub async fn completions(
     match state.client.chat_with(req, &opts).await {
         Ok(done) => {
             let usage = done.meta.usage.clone().unwrap_or_default();
-            let mut res = json_response(&done.response);
+            // The answer as received (upstream or cache) goes out as is: nothing in it changed.
+            let mut res = match done.received_json() {
+                Some(bytes) => json_bytes_response(bytes.clone()),
+                None => json_response(&done.response),
+            };
             meta_headers(res.headers_mut(), &done.meta, started);
             res.extensions_mut().insert(Served {
                 prompt_tokens: usage.prompt_tokens,

@@ -24,14 +24,7 @@ use weir::ResponseMeta;
 /// A 200 JSON response serialised in one go.
 pub fn json_response<T: Serialize>(body: &T) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut res = (StatusCode::OK, bytes).into_response();
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            res
-        }
+        Ok(bytes) => json_bytes_response(bytes.into()),
         Err(e) => crate::error::ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "api_error",
@@ -39,6 +32,16 @@ pub fn json_response<T: Serialize>(body: &T) -> Response {
         )
         .into_response(),
     }
+}
+
+/// A 200 response of JSON that is already encoded.
+pub fn json_bytes_response(body: bytes::Bytes) -> Response {
+    let mut res = (StatusCode::OK, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 /// Which provider and upstream model served the request, and where the time went:

@@ -44,6 +44,7 @@ use crate::cache::store::{CacheKey, CacheStore};
 use crate::cache::tiered::{CacheStats, TieredCache};
 use crate::config::{CacheConfig, ConfigError, Problem};
 use crate::error::Result;
+use crate::provider::RawBody;
 
 /// Per-call cache directives (the gateway maps `Cache-Control` and `x-weir-cache-ttl` here).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,19 +83,51 @@ impl CacheStatus {
 }
 
 /// One stored answer and the deployment that produced it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 struct CachedResponse {
     provider: String,
     upstream_model: String,
     response: ChatResponse,
+    /// `response` as stored: a slice of the entry, forwarded by the gateway as is.
+    response_json: Bytes,
 }
 
-/// [`CachedResponse`] as written: borrowed, so storing an answer does not copy it first.
-#[derive(Serialize)]
-struct CachedResponseRef<'a> {
-    provider: &'a str,
-    upstream_model: &'a str,
-    response: &'a ChatResponse,
+/// A stored entry: `{"provider": .., "upstream_model": .., "response": {..}}`, the response
+/// left unparsed so its bytes can be sliced out of the entry.
+#[derive(Deserialize)]
+struct StoredEntry<'a> {
+    provider: String,
+    upstream_model: String,
+    #[serde(borrow)]
+    response: &'a serde_json::value::RawValue,
+}
+
+impl CachedResponse {
+    fn read(entry: &Bytes) -> serde_json::Result<Self> {
+        let stored: StoredEntry<'_> = serde_json::from_slice(entry)?;
+        let json = stored.response.get();
+        Ok(Self {
+            response: serde_json::from_str(json)?,
+            response_json: entry.slice_ref(json.as_bytes()),
+            provider: stored.provider,
+            upstream_model: stored.upstream_model,
+        })
+    }
+
+    /// An entry for the answer `response_json` (valid JSON: it was parsed, or serialised by
+    /// weir). Written around the answer's bytes, so a received answer is stored as received.
+    fn write(provider: &str, upstream_model: &str, response_json: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(response_json.len() + provider.len() + 80);
+        out.extend_from_slice(b"{\"provider\":");
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, provider);
+        out.extend_from_slice(b",\"upstream_model\":");
+        let _ = serde_json::to_writer(&mut out, upstream_model);
+        out.extend_from_slice(b",\"response\":");
+        out.extend_from_slice(response_json);
+        out.push(b'}');
+        Bytes::from(out)
+    }
 }
 
 /// The cache tiers, flights and semantic index of one client.
@@ -251,7 +284,7 @@ impl Client {
             Some(hit) => (hit.value, hit.tier),
             None => (self.semantic_lookup(layer, plan).await?, "semantic"),
         };
-        let cached: CachedResponse = match serde_json::from_slice(&found) {
+        let cached = match CachedResponse::read(&found) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(key = %plan.key, error = %e, "unreadable cache entry: treated as a miss");
@@ -305,22 +338,26 @@ impl Client {
         provider: &str,
         upstream_model: &str,
         response: &ChatResponse,
+        received: Option<&Bytes>,
     ) {
         if !plan.store || response.choices.iter().any(|c| c.finish_reason.is_none()) {
             return;
         }
-        let entry = CachedResponseRef {
-            provider,
-            upstream_model,
-            response,
+        let serialised;
+        let response_json = match received {
+            Some(bytes) => bytes.as_ref(),
+            None => match serde_json::to_vec(response) {
+                Ok(b) => {
+                    serialised = b;
+                    serialised.as_slice()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache entry could not be serialised");
+                    return;
+                }
+            },
         };
-        let bytes = match serde_json::to_vec(&entry) {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                tracing::warn!(error = %e, "cache entry could not be serialised");
-                return;
-            }
-        };
+        let bytes = CachedResponse::write(provider, upstream_model, response_json);
         layer
             .tiered
             .put_write_behind(&plan.key, bytes, plan.ttl)
@@ -372,10 +409,11 @@ impl Client {
         if plan.read {
             if let Some(cached) = self.cache_lookup(layer, &mut plan).await {
                 let meta = self.hit_meta(req.model, &cached, opts, started);
-                return Ok(Completion {
-                    response: cached.response,
+                return Ok(Completion::new(
+                    cached.response,
                     meta,
-                });
+                    Some(RawBody(cached.response_json)),
+                ));
             }
             layer.tiered.record_miss();
         }
@@ -403,6 +441,7 @@ impl Client {
                     &meta.provider,
                     &meta.upstream_model,
                     &done.response,
+                    done.received_json(),
                 )
                 .await;
             }
@@ -515,7 +554,7 @@ impl Client {
                         (client.cache(), response_from_chunks(&chunks))
                     {
                         client
-                            .cache_store(layer, &plan, &provider, &upstream, &response)
+                            .cache_store(layer, &plan, &provider, &upstream, &response, None)
                             .await;
                     }
                 }
@@ -628,5 +667,25 @@ impl Client {
             Some(layer) => layer.tiered.ping().await.map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_keep_the_answer_bytes_and_escape_the_names() {
+        let answer = br#"{ "id":"c1","object":"chat.completion","created":1,"model":"m",
+            "choices":[{"index":0,"message":{"role":"assistant","content":"hi \"there\""},"finish_reason":"stop"}],
+            "x_vendor": 1.50 }"#;
+        let entry = CachedResponse::write("odd\"name", "model\\x", answer);
+        let read = CachedResponse::read(&entry).unwrap();
+        assert_eq!(read.provider, "odd\"name");
+        assert_eq!(read.upstream_model, "model\\x");
+        assert_eq!(&read.response_json[..], &answer[..]);
+        assert_eq!(read.response.id, "c1");
+        assert!(CachedResponse::read(&Bytes::from_static(b"{\"provider\":1}")).is_err());
     }
 }

@@ -46,7 +46,7 @@ use crate::pool::{Demand, KeyPool, PooledKey};
 use crate::provider::anthropic::AnthropicProvider;
 use crate::provider::mock::MockProvider;
 use crate::provider::openai::OpenAiProvider;
-use crate::provider::{RateLimitSnapshot, SharedProvider};
+use crate::provider::{RateLimitSnapshot, RawBody, SharedProvider};
 use crate::retry::RetryBudget;
 use crate::router::DeploymentSnapshot;
 use engine::{Groups, Job, JobDemand};
@@ -92,6 +92,33 @@ mod duration_ms {
 pub struct Completion {
     pub response: ChatResponse,
     pub meta: ResponseMeta,
+    /// `response` as JSON exactly as weir received it (from the upstream or the cache), when
+    /// it has one.
+    received: Option<RawBody>,
+}
+
+impl Completion {
+    pub(crate) fn new(
+        response: ChatResponse,
+        meta: ResponseMeta,
+        received: Option<RawBody>,
+    ) -> Self {
+        Self {
+            response,
+            meta,
+            received,
+        }
+    }
+
+    /// `response` serialised as JSON, exactly as weir received it (from the upstream or the
+    /// cache) when it did, so a gateway forwards the bytes instead of re-encoding them. `None`
+    /// when there are no such bytes (a translated answer, the mock): serialise `response`.
+    ///
+    /// The bytes describe the answer as received: a caller that changes `response` must
+    /// serialise it itself.
+    pub fn received_json(&self) -> Option<&bytes::Bytes> {
+        self.received.as_ref().map(|b| &b.0)
+    }
 }
 
 /// Embeddings and their metadata.
@@ -439,7 +466,8 @@ impl Client {
             .execute(&job, |p, ctx| async move { p.chat(req, &ctx).await })
             .await
             .inspect_err(|_| self.inner.stats.record_error(job.model))?;
-        let up = served.value;
+        let mut up = served.value;
+        let received = up.meta.raw_body.take();
         let usage = up.body.usage.clone();
         if let (Some(lease), Some(u)) = (served.lease, &usage) {
             lease.settle(u.prompt_tokens, u.completion_tokens);
@@ -462,6 +490,7 @@ impl Client {
         Ok(Completion {
             response: up.body,
             meta,
+            received,
         })
     }
 

@@ -270,7 +270,9 @@ impl KeyPool {
             if !st.waiting_ahead(priority)
                 && let Some(k) = st.pick(demand, &allowed, now)
             {
-                st.reserve(k, demand, now);
+                if st.reserve(k, demand, now) {
+                    inner.warm_tokenizer();
+                }
                 return Ok(Lease::new(Arc::clone(inner), k, demand));
             }
             if now >= give_up_at {
@@ -358,18 +360,14 @@ impl KeyPool {
         self.inner
             .counts_tokens
             .fetch_or(learns_tokens, Ordering::Relaxed);
-        // Requests reserve an upper bound on their input and are counted exactly only when a
-        // key has no room for the bound. Once a learned token window is half used that may
-        // happen soon: build the tokenizer (~50 MiB, ~0.2 s) off the hot path, once. A key
-        // far from its limits never needs it.
         let half_used = windows[1..].iter().any(|(_, w)| {
             w.as_ref().is_some_and(|w| match (w.limit, w.remaining) {
                 (Some(limit), Some(remaining)) => remaining < limit / 2,
                 _ => false,
             })
         });
-        if half_used && !self.inner.warming.swap(true, Ordering::Relaxed) {
-            std::thread::spawn(crate::tokens::warm_up);
+        if half_used {
+            self.inner.warm_tokenizer();
         }
         let (mut st, now) = self.inner.lock_now();
         for (dim, w) in windows {

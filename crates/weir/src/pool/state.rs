@@ -66,12 +66,25 @@ pub(super) struct Inner {
     /// Whether any key limits input or total tokens (configured, or learned from headers):
     /// only then do requests need an exact token count, which costs a tokenizer pass.
     pub(super) counts_tokens: std::sync::atomic::AtomicBool,
-    /// Whether the tokenizer's warm-up was started for this pool's learned limits.
+    /// Whether this pool started the tokenizer's warm-up.
     pub(super) warming: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
 }
 
 impl Inner {
+    /// Requests reserve an upper bound on their input and are counted exactly only when a
+    /// key has no room for the bound. Once a key's token window is half used that may happen
+    /// soon: build the tokenizer (~50 MiB, ~0.2 s) off the hot path, once. A pool far from its
+    /// limits never needs it.
+    pub(super) fn warm_tokenizer(&self) {
+        if !self
+            .warming
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            std::thread::spawn(crate::tokens::warm_up);
+        }
+    }
+
     pub(super) fn new(
         name: &str,
         keys: Vec<KeyMeta>,
@@ -158,7 +171,9 @@ impl Inner {
             let Some(w) = st.queue.remove(&pos) else {
                 return;
             };
-            st.reserve(k, demand, now);
+            if st.reserve(k, demand, now) {
+                self.warm_tokenizer();
+            }
             if let Err(Ok(lease)) = w.tx.send(Ok(Lease::new(Arc::clone(self), k, demand))) {
                 // The waiter vanished without leaving the queue (it cannot, but if it did):
                 // nothing was sent upstream, so give everything back. Disarm first: the
@@ -387,15 +402,23 @@ impl State {
         best.map(|(i, _, _)| i)
     }
 
-    pub(super) fn reserve(&mut self, k: usize, demand: Demand, now: Instant) {
+    /// Take `demand` from key `k`. True when the key's input-token window is now less than
+    /// half full: exact counts may soon decide admissions (see [`Inner::warm_tokenizer`]).
+    pub(super) fn reserve(&mut self, k: usize, demand: Demand, now: Instant) -> bool {
         let n = self.keys.len();
-        if let Some(key) = self.keys.get_mut(k) {
-            for (b, x) in key.buckets.iter_mut().zip(amounts(demand)) {
-                b.take(x, now);
-            }
-            key.in_flight += 1;
-            self.cursor = (k + 1) % n.max(1);
+        let Some(key) = self.keys.get_mut(k) else {
+            return false;
+        };
+        for (b, x) in key.buckets.iter_mut().zip(amounts(demand)) {
+            b.take(x, now);
         }
+        key.in_flight += 1;
+        self.cursor = (k + 1) % n.max(1);
+        [INPUT, TOKENS].iter().any(|&d| {
+            let b = &key.buckets[d];
+            b.limit()
+                .is_some_and(|limit| b.level_at(now) < limit as f64 / 2.0)
+        })
     }
 
     /// Replace the reservation with what was really used: refund or debit the difference.

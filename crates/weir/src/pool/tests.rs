@@ -727,3 +727,15 @@ async fn stays_consistent_under_real_contention() {
     assert!(status.iter().all(|s| s.in_flight == 0));
     assert_eq!(p.queue_len(), 0);
 }
+
+/// The tokenizer is built only once a key's input-token window is half used: until then a
+/// request's upper bound is reserved and nothing needs an exact count.
+#[tokio::test(start_paused = true)]
+async fn the_tokenizer_warms_up_once_a_token_window_is_half_used() {
+    let p = pool(vec![key("a", None, Some(1000), None)]);
+    let warming = |p: &KeyPool| p.inner.warming.load(Ordering::Relaxed);
+    get(&p, d(400, 10)).await.settle(400, 10);
+    assert!(!warming(&p), "600 of 1,000 left");
+    get(&p, d(200, 10)).await.settle(200, 10);
+    assert!(warming(&p), "400 of 1,000 left");
+}

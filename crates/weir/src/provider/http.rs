@@ -337,6 +337,7 @@ pub fn upstream_meta(headers: &HeaderMap) -> UpstreamMeta {
     UpstreamMeta {
         rate_limit: ratelimit::parse_headers(headers),
         upstream_request_id: request_id,
+        raw_body: None,
     }
 }
 
@@ -348,16 +349,27 @@ pub async fn call_json<T: DeserializeOwned>(
     secret: Option<&SecretString>,
     what: &str,
 ) -> Result<Upstream<T>> {
+    call_json_keeping_body(provider, req, deadlines, secret, what)
+        .await
+        .map(|(up, _)| up)
+}
+
+/// [`call_json`], also returning the body as received.
+pub async fn call_json_keeping_body<T: DeserializeOwned>(
+    provider: &str,
+    req: RequestBuilder,
+    deadlines: &CallDeadlines,
+    secret: Option<&SecretString>,
+    what: &str,
+) -> Result<(Upstream<T>, Bytes)> {
     let resp = send(provider, req, deadlines).await?;
     if !resp.status().is_success() {
         return Err(error_from_response(provider, resp, deadlines, secret).await);
     }
     let meta = upstream_meta(resp.headers());
     let body = read_body(provider, resp, deadlines, RESPONSE_BODY_LIMIT).await?;
-    Ok(Upstream {
-        body: parse_json(provider, &body, what)?,
-        meta,
-    })
+    let parsed = parse_json(provider, &body, what)?;
+    Ok((Upstream { body: parsed, meta }, body))
 }
 
 /// One streamed call: send, check the status, and return the guarded event stream. Errors

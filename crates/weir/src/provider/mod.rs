@@ -74,6 +74,20 @@ pub struct UpstreamMeta {
     pub rate_limit: Option<RateLimitSnapshot>,
     /// The upstream's own request id (`x-request-id` / `request-id`), for support tickets.
     pub upstream_request_id: Option<String>,
+    /// The body exactly as received, when it is already in the shape the caller gets (an
+    /// OpenAI-compatible chat answer), so a gateway can forward it without re-encoding.
+    pub raw_body: Option<RawBody>,
+}
+
+/// A response body as received. Its `Debug` shows the length only: the body is the user's
+/// completion.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawBody(pub bytes::Bytes);
+
+impl fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawBody({} bytes)", self.0.len())
+    }
 }
 
 /// A body plus what the upstream said about it.

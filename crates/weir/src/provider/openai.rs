@@ -21,7 +21,7 @@ use weir_types::models::{Model, ModelList};
 use super::http::{self as h, CallDeadlines};
 use super::sse::SseEvent;
 use super::transport::Endpoint;
-use super::{CallContext, ChunkStream, Provider, Upstream, UpstreamStream};
+use super::{CallContext, ChunkStream, Provider, RawBody, Upstream, UpstreamStream};
 use crate::config::{ConfigError, Problem, ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
 
@@ -192,14 +192,17 @@ impl Provider for OpenAiProvider {
     async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.post_json(&self.chat_url, &chat_body(req, &ctx.upstream_model), ctx)?;
-        h::call_json(
+        let (mut up, body) = h::call_json_keeping_body(
             &self.name,
             rb,
             &deadlines,
             ctx.api_key.as_ref(),
             "a chat completion",
         )
-        .await
+        .await?;
+        // The answer is already in the canonical shape: the gateway may forward these bytes.
+        up.meta.raw_body = Some(RawBody(body));
+        Ok(up)
     }
 
     async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream> {

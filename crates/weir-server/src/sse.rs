@@ -187,6 +187,19 @@ pub fn data_frame(json: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
+/// `data: <value as JSON>\n\n`, serialised straight into the frame (one allocation, no
+/// intermediate buffer). A value that cannot be serialised gives `data: {}`.
+pub fn json_data_frame<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut buf = Vec::with_capacity(384);
+    buf.extend_from_slice(b"data: ");
+    if serde_json::to_writer(&mut buf, value).is_err() {
+        buf.truncate(6);
+        buf.extend_from_slice(b"{}");
+    }
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
 /// `event: <name>\ndata: <json>\n\n` in one allocation.
 pub fn event_frame(name: &str, json: &[u8]) -> Bytes {
     let mut buf = Vec::with_capacity(json.len() + name.len() + 16);

@@ -38,7 +38,9 @@ pub async fn completions(
         ..Served::default()
     };
     if req.stream.unwrap_or(false) {
-        let stream = match state.client.chat_stream_with(req, &opts).await {
+        // Boxed: the stream set-up future is the larger one, and the handler's own future
+        // (which axum moves into a box per request) would otherwise be sized for it.
+        let stream = match Box::pin(state.client.chat_stream_with(req, &opts)).await {
             Ok(s) => s,
             Err(e) => {
                 let mut res = ApiError::from_weir(&e, Flavor::OpenAi).into_response();
@@ -108,10 +110,7 @@ impl Framer for ChunkFramer {
                     self.prompt_tokens = u.prompt_tokens;
                     self.completion_tokens = u.completion_tokens;
                 }
-                (
-                    sse::data_frame(&serde_json::to_vec(&chunk).unwrap_or_default()),
-                    false,
-                )
+                (sse::json_data_frame(&chunk), false)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stream failed mid-way");

@@ -47,7 +47,8 @@ pub async fn create(
         res
     };
     if req.stream.unwrap_or(false) {
-        let stream = match state.client.messages_stream_with(req, &opts).await {
+        // Boxed, like the chat route's stream set-up: it is the larger future.
+        let stream = match Box::pin(state.client.messages_stream_with(req, &opts)).await {
             Ok(s) => s,
             Err(e) => return fail(e),
         };

@@ -459,7 +459,9 @@ impl Client {
                 && let Some(delay) = gs.hedge_delay(dep.index)
                 && order.len() > 1
             {
-                self.hedged(
+                // Boxed: a hedge holds two attempts and a timer, and the future of every
+                // request (hedged or not) would otherwise be sized for that.
+                Box::pin(self.hedged(
                     gs,
                     &order,
                     pos,
@@ -469,7 +471,7 @@ impl Client {
                     call,
                     &excluded_keys,
                     attempts,
-                )
+                ))
                 .await
             } else {
                 self.finish(attempt).await

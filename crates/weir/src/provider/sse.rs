@@ -124,7 +124,8 @@ impl SseDecoder {
     fn push_started(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), TooLarge> {
         let mut rest = chunk;
         loop {
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            // memchr scans a word at a time; data lines are hundreds of bytes.
+            match memchr::memchr2(b'\n', b'\r', rest) {
                 None => {
                     if self.buf.len() + rest.len() > MAX_EVENT_BYTES {
                         return Err(TooLarge);
@@ -196,10 +197,21 @@ impl SseDecoder {
                 if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
                     return Err(TooLarge);
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                // Valid UTF-8 (every real stream) is checked in one fast pass; only broken
+                // bytes pay for the lossy conversion.
+                match std::str::from_utf8(value) {
+                    Ok(text) => self.data.push_str(text),
+                    Err(_) => self.data.push_str(&String::from_utf8_lossy(value)),
+                }
                 self.data.push('\n');
             }
-            b"event" => self.event_type = String::from_utf8_lossy(value).into_owned(),
+            b"event" => {
+                self.event_type.clear();
+                match std::str::from_utf8(value) {
+                    Ok(text) => self.event_type.push_str(text),
+                    Err(_) => self.event_type.push_str(&String::from_utf8_lossy(value)),
+                }
+            }
             // `id` and `retry` serve browser reconnection, which weir never does.
             _ => {}
         }

@@ -543,6 +543,10 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<String>,
+    /// Sent on every chunk by OpenAI; a named field rather than an extra because unknown
+    /// fields cost a detour through serde's buffering on every chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -558,6 +562,7 @@ impl ChatChunk {
             choices: Vec::new(),
             usage: None,
             system_fingerprint: None,
+            service_tier: None,
             extra: Extra::new(),
         }
     }

@@ -36,9 +36,6 @@ const MAX_PIECE_CHARS: usize = 16;
 /// Size of a tool-call argument fragment, in chars (upstreams send a few tokens at a time).
 const ARGUMENT_FRAGMENT_CHARS: usize = 8;
 
-/// Where OpenAI puts the service tier in a chunk; `ChatChunk` keeps it among unmodelled fields.
-const SERVICE_TIER: &str = "service_tier";
-
 /// The chunks an OpenAI upstream would stream for `resp`.
 ///
 /// Every chunk has the response's id, created and model (and system fingerprint and service
@@ -48,10 +45,7 @@ const SERVICE_TIER: &str = "service_tier";
 pub fn chunks_from_response(resp: &ChatResponse, include_usage: bool) -> Vec<ChatChunk> {
     let mut base = ChatChunk::new(resp.id.clone(), resp.created, resp.model.clone());
     base.system_fingerprint = resp.system_fingerprint.clone();
-    if let Some(tier) = &resp.service_tier {
-        base.extra
-            .insert(SERVICE_TIER.into(), Value::String(tier.clone()));
-    }
+    base.service_tier = resp.service_tier.clone();
 
     let lanes: Vec<Vec<ChunkChoice>> = resp.choices.iter().map(choice_deltas).collect();
     let total = lanes.iter().map(Vec::len).sum::<usize>() + 1;
@@ -234,11 +228,7 @@ pub fn response_from_chunks(chunks: &[ChatChunk]) -> Option<ChatResponse> {
             system_fingerprint.clone_from(&chunk.system_fingerprint);
         }
         if service_tier.is_none() {
-            service_tier = chunk
-                .extra
-                .get(SERVICE_TIER)
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            service_tier.clone_from(&chunk.service_tier);
         }
         for choice in &chunk.choices {
             choices.entry(choice.index).or_default().add(choice);

@@ -80,6 +80,9 @@ def median_round(recs):
     return pick
 
 
+# Scenarios that also run through tcp-relay (the floor of any proxy on this machine).
+RELAY_SCENARIOS = ("bare", "stream")
+
 class Bench:
     def __init__(self, args):
         self.a = args
@@ -87,6 +90,7 @@ class Bench:
         self.bin = lambda name: os.path.join(args.bin_dir, name)
         self.ups = {}       # name -> (proc, port)
         self.gw = {}        # ("weir"|"litellm", instance) -> (proc, port)
+        self.relays = {}    # upstream name -> (proc, port): tcp-relay in front of it
         self.results = {"runs": [], "skipped": {}}
 
     def want(self, name):
@@ -105,6 +109,15 @@ class Bench:
             procs.wait_ready(p, port, "/health", 10)
             self.ups[name] = (p, port)
         log(f"fake upstreams: " + ", ".join(f"{k} :{v[1]}" for k, v in self.ups.items()))
+        # A byte relay in front of the instant and paced upstreams: one more process and one
+        # more loopback hop, no HTTP work. Its row is the least any proxy can add here.
+        for name in ("instant", "paced"):
+            port = procs.free_port()
+            p = procs.start([self.bin("tcp-relay"), "--listen", f"127.0.0.1:{port}",
+                             "--to", f"127.0.0.1:{self.ups[name][1]}"],
+                            os.path.join(self.tmp, f"relay-{name}.log"))
+            procs.wait_ready(p, port, "/health", 10)
+            self.relays[name] = (p, port)
 
     def load(self, url, body, mode, level, headers=(), expect=None, duration=None, rate=None):
         d = self.a.duration if duration is None else duration
@@ -230,6 +243,9 @@ class Bench:
     def targets(self, s):
         up_proc, up_port = self.ups[s.upstream]
         yield "direct", up_proc, up_port, s.body(s.direct_model), []
+        if s.name in RELAY_SCENARIOS and s.upstream in self.relays:
+            rp, rport = self.relays[s.upstream]
+            yield "relay", rp, rport, s.body(s.direct_model), []
         auth = [f"Authorization: Bearer {configs.GATEWAY_KEY}"]
         w = self.gw.get(("weir", s.instance))
         if w:
@@ -407,7 +423,7 @@ def main(argv):
         res["skipped"]["run"] = f"failed: {e!r}"
         log(f"run failed: {e!r}; writing what was measured")
     finally:
-        for p, _ in list(b.gw.values()) + list(b.ups.values()):
+        for p, _ in list(b.gw.values()) + list(b.relays.values()) + list(b.ups.values()):
             procs.stop(p)
     os.makedirs(a.out_dir, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

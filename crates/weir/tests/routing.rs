@@ -456,3 +456,39 @@ async fn a_key_too_small_for_the_bound_is_asked_again_with_the_exact_count() {
     assert_eq!(done.response.choices.len(), 1);
     assert_eq!(fake.request_count(), 1);
 }
+
+/// With one deployment a request queues for its key, but only once it is counted exactly: a
+/// bound that does not fit the key's headroom now is counted first, and the exact count may
+/// fit at once.
+#[tokio::test]
+async fn a_bound_that_does_not_fit_now_is_counted_before_queueing() {
+    // Built up front so the timing below measures queueing, not the tokenizer's build.
+    weir::tokens::warm_up();
+    let fake = FakeUpstream::start().await.unwrap();
+    let mut big = openai::chat_completion("gpt-4o", "hi");
+    big["usage"] = serde_json::json!({"prompt_tokens": 300, "completion_tokens": 1, "total_tokens": 301});
+    fake.push(Reply::json(big));
+    fake.set_default(Reply::json(openai::chat_completion("gpt-4o", "hi")));
+    let yaml = format!(
+        "retry:\n  max_retries: 0\nproviders:\n  oai:\n    kind: openai\n    base_url: {}\n    api_keys:\n      - {{ key: k1, limits: {{ input_tokens_per_minute: 700 }} }}\n    pool: {{ acquire_timeout: 2s }}\n",
+        fake.v1()
+    );
+    let client = Client::new(Config::from_yaml(&yaml, &|_: &str| None).unwrap()).unwrap();
+    let ask = |text: String| {
+        let mut r = ChatRequest::new("oai/gpt-4o", vec![Message::user(text)]);
+        r.max_tokens = Some(16);
+        r
+    };
+    // Settles to the 300 prompt tokens the upstream reports: 400 of 700 left.
+    client.chat(ask("first".into())).await.unwrap();
+    // ~100 tokens, 600 bytes: the bound does not fit the 400 left, the count does. Waiting
+    // for the bound to fit would take ~18 s of refill, past the 2 s acquire timeout.
+    let started = std::time::Instant::now();
+    client.chat(ask("hello ".repeat(100))).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "served at once, not after waiting for the bound to fit: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.request_count(), 2);
+}

@@ -258,8 +258,13 @@ impl<'a> JobDemand<'a> {
         self.exact.get().copied().unwrap_or(self.initial)
     }
 
-    /// Count exactly, if that has not happened yet and can. True when the demand changed, so
-    /// a key that had no room for the bound is worth asking again.
+    /// Whether the demand is as exact as it will get: only then is it worth queueing for.
+    fn settled(&self) -> bool {
+        self.count_input.is_none() || self.exact.get().is_some()
+    }
+
+    /// Count exactly, if that has not happened yet and can. True when it just did, so a key
+    /// that had no room for the bound is worth asking again.
     fn refine(&self) -> bool {
         let Some(count) = self.count_input else {
             return false;
@@ -267,12 +272,11 @@ impl<'a> JobDemand<'a> {
         if self.exact.get().is_some() {
             return false;
         }
-        let exact = Demand {
+        let _ = self.exact.set(Demand {
             input_tokens: count(),
             ..self.initial
-        };
-        let _ = self.exact.set(exact);
-        exact != self.initial
+        });
+        true
     }
 }
 
@@ -418,7 +422,9 @@ impl Client {
             // Budget is spent on re-sending to a deployment that just failed (or hedging), not
             // on failing over: another deployment's load is not amplified by this one's outage.
             let is_extra = last_sent == Some(dep.index) && *attempts > 0;
-            let key_deadline = if patient {
+            // Queue for a key only with an exact demand: a bound that does not fit now is
+            // counted first (below), and may fit at once.
+            let key_deadline = if patient && job.demand.settled() {
                 job.deadline
             } else {
                 Instant::now()

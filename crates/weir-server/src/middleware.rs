@@ -109,10 +109,10 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let presented = bearer.or(api_key).map(str::to_owned);
-    match presented {
-        Some(k) if state.key_matches(&k) => {
-            let tenant = Tenant(weir::cache::key::namespace_for_gateway_key(&k));
+    let presented = bearer.or(api_key);
+    match presented.map(|k| state.tenant_of(k)) {
+        Some(Some(namespace)) => {
+            let tenant = Tenant(namespace.to_owned());
             let mut req = req;
             req.extensions_mut().insert(tenant);
             next.run(req).await

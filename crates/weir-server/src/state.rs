@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
-use subtle::ConstantTimeEq;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 /// Shared state; cheap to clone.
 #[derive(Clone)]
@@ -11,7 +11,13 @@ pub struct AppState {
     pub client: weir::Client,
     pub body_limit: usize,
     pub log_bodies: bool,
-    keys: Arc<[SecretString]>,
+    keys: Arc<[GatewayKey]>,
+}
+
+/// A configured gateway key and its tenant's cache namespace, derived once at start.
+struct GatewayKey {
+    secret: SecretString,
+    namespace: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -29,7 +35,14 @@ impl AppState {
         Self {
             body_limit: server.body_limit,
             log_bodies: server.log_bodies,
-            keys: server.api_keys.clone().into(),
+            keys: server
+                .api_keys
+                .iter()
+                .map(|secret| GatewayKey {
+                    namespace: weir::cache::key::namespace_for_gateway_key(secret.expose_secret()),
+                    secret: secret.clone(),
+                })
+                .collect(),
             client,
         }
     }
@@ -38,15 +51,20 @@ impl AppState {
         !self.keys.is_empty()
     }
 
-    /// Whether `presented` is one of the gateway keys. Every key is compared in constant time,
-    /// and all of them are always compared, so timing reveals neither which key nor how much
-    /// of it matched.
-    pub fn key_matches(&self, presented: &str) -> bool {
+    /// The cache namespace of the tenant whose gateway key `presented` is, if it is one.
+    /// Every key is compared in constant time, and all of them are always compared, so timing
+    /// reveals neither which key nor how much of it matched.
+    pub fn tenant_of(&self, presented: &str) -> Option<&str> {
         let presented = presented.as_bytes();
         let mut found = subtle::Choice::from(0u8);
-        for key in self.keys.iter() {
-            found |= key.expose_secret().as_bytes().ct_eq(presented);
+        let mut index = 0u64;
+        for (i, key) in self.keys.iter().enumerate() {
+            let matches = key.secret.expose_secret().as_bytes().ct_eq(presented);
+            index.conditional_assign(&(i as u64), matches);
+            found |= matches;
         }
-        bool::from(found)
+        let index = usize::try_from(index).ok()?;
+        let key = self.keys.get(index)?;
+        bool::from(found).then_some(key.namespace.as_str())
     }
 }

@@ -466,7 +466,8 @@ async fn a_bound_that_does_not_fit_now_is_counted_before_queueing() {
     weir::tokens::warm_up();
     let fake = FakeUpstream::start().await.unwrap();
     let mut big = openai::chat_completion("gpt-4o", "hi");
-    big["usage"] = serde_json::json!({"prompt_tokens": 300, "completion_tokens": 1, "total_tokens": 301});
+    big["usage"] =
+        serde_json::json!({"prompt_tokens": 300, "completion_tokens": 1, "total_tokens": 301});
     fake.push(Reply::json(big));
     fake.set_default(Reply::json(openai::chat_completion("gpt-4o", "hi")));
     let yaml = format!(

@@ -72,11 +72,38 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     if meta.coalesced {
         h.insert(COALESCED, HeaderValue::from_static("true"));
     }
-    if let Some(cost) = meta.cost_usd
-        && let Ok(v) = HeaderValue::from_str(&cost.normalize().to_string())
-    {
-        h.insert(COST_USD, v);
+    if let Some(cost) = meta.cost_usd {
+        h.insert(COST_USD, decimal_value(cost));
     }
+}
+
+/// A decimal as plain text (`0`, `0.00042`), written from its digits: `Decimal`'s `Display`
+/// goes through the formatter and showed up on every response.
+fn decimal_value(d: rust_decimal::Decimal) -> HeaderValue {
+    if d.is_zero() {
+        return HeaderValue::from_static("0");
+    }
+    let d = d.normalize();
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(d.mantissa().unsigned_abs());
+    let scale = d.scale() as usize;
+    let mut out = String::with_capacity(digits.len() + scale + 3);
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    if scale == 0 {
+        out.push_str(digits);
+    } else if digits.len() > scale {
+        let (whole, frac) = digits.split_at(digits.len() - scale);
+        out.push_str(whole);
+        out.push('.');
+        out.push_str(frac);
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - digits.len()));
+        out.push_str(digits);
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A duration as milliseconds with three decimals (`12.345`), written without `format!`:
@@ -155,8 +182,31 @@ pub fn call_options(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_print_like_display() {
+        for text in [
+            "0",
+            "1",
+            "12.5",
+            "0.00042",
+            "-0.5",
+            "100",
+            "0.000000015",
+            "123456.789",
+        ] {
+            let d: rust_decimal::Decimal = text.parse().unwrap();
+            assert_eq!(
+                decimal_value(d),
+                d.normalize().to_string().as_str(),
+                "{text}"
+            );
+        }
+        assert_eq!(decimal_value("1.2300".parse().unwrap()), "1.23");
+    }
 
     #[test]
     fn millis_have_three_decimals() {

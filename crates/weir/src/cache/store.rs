@@ -27,7 +27,13 @@ impl CacheKey {
     /// One flat string, stable across processes and versions of the same format:
     /// `v1:{namespace}:{model}:{digest}`.
     pub fn flat(&self) -> String {
-        format!("v1:{}:{}:{}", self.namespace, self.model, self.digest)
+        // Built by hand, not with `format!`: every lookup and store builds one.
+        let mut flat =
+            String::with_capacity(5 + self.namespace.len() + self.model.len() + self.digest.len());
+        for part in ["v1:", &self.namespace, ":", &self.model, ":", &self.digest] {
+            flat.push_str(part);
+        }
+        flat
     }
 }
 

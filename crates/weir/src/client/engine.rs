@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use weir_types::chat::ChatRequest;
 
 use super::Client;
 use super::route::{Route, Target};
@@ -226,7 +227,8 @@ enum Exit {
 pub(crate) struct JobDemand<'a> {
     initial: Demand,
     exact: std::sync::OnceLock<Demand>,
-    count_input: Option<&'a (dyn Fn() -> u64 + Send + Sync)>,
+    /// The request to count, when `initial` is a bound.
+    request: Option<&'a ChatRequest>,
 }
 
 impl<'a> JobDemand<'a> {
@@ -235,16 +237,16 @@ impl<'a> JobDemand<'a> {
         Self {
             initial: demand,
             exact: std::sync::OnceLock::new(),
-            count_input: None,
+            request: None,
         }
     }
 
-    /// An upper bound on the demand, and how to count its input tokens exactly.
-    pub(crate) fn bounded(bound: Demand, count_input: &'a (dyn Fn() -> u64 + Send + Sync)) -> Self {
+    /// An upper bound on the demand of `request`, whose input is counted if need be.
+    pub(crate) fn bounded(bound: Demand, request: &'a ChatRequest) -> Self {
         Self {
             initial: bound,
             exact: std::sync::OnceLock::new(),
-            count_input: Some(count_input),
+            request: Some(request),
         }
     }
 
@@ -260,20 +262,20 @@ impl<'a> JobDemand<'a> {
 
     /// Whether the demand is as exact as it will get: only then is it worth queueing for.
     fn settled(&self) -> bool {
-        self.count_input.is_none() || self.exact.get().is_some()
+        self.request.is_none() || self.exact.get().is_some()
     }
 
     /// Count exactly, if that has not happened yet and can. True when it just did, so a key
     /// that had no room for the bound is worth asking again.
     fn refine(&self) -> bool {
-        let Some(count) = self.count_input else {
+        let Some(request) = self.request else {
             return false;
         };
         if self.exact.get().is_some() {
             return false;
         }
         let _ = self.exact.set(Demand {
-            input_tokens: count(),
+            input_tokens: crate::tokens::count_request_tokens(request),
             ..self.initial
         });
         true

@@ -52,13 +52,7 @@ impl Client {
         chat.stream = None;
         chat.stream_options = None;
         let started = Instant::now();
-        let count_input = || crate::tokens::count_request_tokens(&chat);
-        let job = self.job(
-            &requested_model,
-            self.bounded_demand(&chat, &count_input),
-            opts,
-            started,
-        );
+        let job = self.job(&requested_model, self.bounded_demand(&chat), opts, started);
         let (req, chat, model) = (&req, &chat, requested_model.as_str());
         let served = self
             .execute(&job, |p, ctx| async move {
@@ -123,13 +117,7 @@ impl Client {
             extra: Default::default(),
         });
         let started = Instant::now();
-        let count_input = || crate::tokens::count_request_tokens(&chat);
-        let job = self.job(
-            &requested_model,
-            self.bounded_demand(&chat, &count_input),
-            opts,
-            started,
-        );
+        let job = self.job(&requested_model, self.bounded_demand(&chat), opts, started);
         let message_id = match opts.request_id.as_deref() {
             Some(id) if !id.is_empty() => format!("msg_{}", id.trim_start_matches("req_")),
             _ => format!("msg_{:016x}", fastrand::u64(..)),

@@ -357,11 +357,7 @@ impl Client {
     /// tokens, an upper bound first, counted with the o200k tokenizer (exact for OpenAI, a close
     /// estimate elsewhere) only if no key has room for the bound (see [`JobDemand`]); else an
     /// estimate from its bytes, never binding. Reservations settle to the upstream's usage.
-    fn bounded_demand<'r>(
-        &self,
-        req: &ChatRequest,
-        count_input: &'r (dyn Fn() -> u64 + Send + Sync),
-    ) -> JobDemand<'r> {
+    fn bounded_demand<'r>(&self, req: &'r ChatRequest) -> JobDemand<'r> {
         let counts = self
             .inner
             .providers
@@ -376,7 +372,7 @@ impl Client {
                     input_tokens: crate::tokens::request_tokens_upper_bound(req),
                     output_tokens,
                 },
-                count_input,
+                req,
             )
         } else {
             JobDemand::fixed(Demand {
@@ -454,13 +450,7 @@ impl Client {
         req.stream = None;
         req.stream_options = None;
         let started = Instant::now();
-        let count_input = || crate::tokens::count_request_tokens(&req);
-        let job = self.job(
-            &requested_model,
-            self.bounded_demand(&req, &count_input),
-            opts,
-            started,
-        );
+        let job = self.job(&requested_model, self.bounded_demand(&req), opts, started);
         let req = &req;
         let served = self
             .execute(&job, |p, ctx| async move { p.chat(req, &ctx).await })
@@ -519,13 +509,7 @@ impl Client {
         let client_wants_usage = req.wants_stream_usage();
         req.stream = Some(true);
         let started = Instant::now();
-        let count_input = || crate::tokens::count_request_tokens(&req);
-        let job = self.job(
-            &requested_model,
-            self.bounded_demand(&req, &count_input),
-            opts,
-            started,
-        );
+        let job = self.job(&requested_model, self.bounded_demand(&req), opts, started);
         let req = &req;
         let served = self
             .execute(&job, |p, ctx| async move {

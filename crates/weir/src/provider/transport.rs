@@ -2,7 +2,8 @@
 //!
 //! This module owns: the one pooled client per provider ([`HttpClient`]: rustls with the
 //! platform's certificate verifier, HTTP/2 when the server offers it through ALPN and HTTP/1.1
-//! otherwise, `TCP_NODELAY`, TCP keep-alive, an idle pool), the outgoing request
+//! otherwise, `TCP_NODELAY`, TCP keep-alive, an idle pool, and the proxy the environment names
+//! in `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` minus `NO_PROXY`), the outgoing request
 //! ([`RequestBuilder`], built from an endpoint parsed once at start-up), and the transport's
 //! failures as text without URLs ([`error_chain`]).
 //!
@@ -19,7 +20,11 @@ use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::future::Future;
+use std::sync::Arc;
 
 use crate::config::{ConfigError, Problem, Timeouts};
 use crate::error::{Error, Result};
@@ -45,13 +50,18 @@ pub fn install_crypto_provider() {
 /// One provider's pooled connections.
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Client<HttpsConnector<HttpConnector>, Body>,
+    inner: Client<HttpsConnector<ProxyConnector>, Body>,
 }
 
 impl HttpClient {
     /// Only the connect timeout is set here; the first-byte and total timeouts are per call
     /// (`CallDeadlines`) because a stream may legitimately outlive any fixed timeout.
     pub fn new(timeouts: &Timeouts) -> Result<Self> {
+        Self::with_proxies(timeouts, Matcher::from_env())
+    }
+
+    /// [`Self::new`] with the proxies `proxies` names instead of the environment's.
+    pub fn with_proxies(timeouts: &Timeouts, proxies: Matcher) -> Result<Self> {
         install_crypto_provider();
         let mut tcp = HttpConnector::new();
         // Let the TLS layer take https URLs; plain http is allowed for local servers.
@@ -65,7 +75,10 @@ impl HttpClient {
             .map_err(|e| client_error(&format!("could not load the TLS roots: {e}")))?
             .https_or_http()
             .enable_all_versions()
-            .wrap_connector(tcp);
+            .wrap_connector(ProxyConnector {
+                direct: tcp,
+                proxies: Arc::new(proxies),
+            });
         let inner = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -99,7 +112,7 @@ const USER_AGENT: &str = concat!("weir/", env!("CARGO_PKG_VERSION"));
 
 /// A request about to be sent.
 pub struct RequestBuilder {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<HttpsConnector<ProxyConnector>, Body>,
     req: http::Request<Body>,
 }
 
@@ -126,6 +139,49 @@ impl RequestBuilder {
     #[cfg(test)]
     pub fn as_request(&self) -> &http::Request<Body> {
         &self.req
+    }
+}
+
+/// Connects straight to the upstream, or through an HTTP `CONNECT` tunnel when the proxy
+/// settings intercept its address (TLS then runs inside the tunnel, end to end).
+#[derive(Clone)]
+struct ProxyConnector {
+    direct: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+type Connecting =
+    std::pin::Pin<Box<dyn Future<Output = std::result::Result<Tcp, BoxError>> + Send + 'static>>;
+type Tcp = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for ProxyConnector {
+    type Response = Tcp;
+    type Error = BoxError;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), BoxError>> {
+        self.direct.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Connecting {
+        match self.proxies.intercept(&dst) {
+            None => {
+                let connecting = self.direct.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Some(proxy) => {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), self.direct.clone());
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                let connecting = tunnel.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
     }
 }
 
@@ -199,7 +255,7 @@ impl Endpoint {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -223,6 +279,76 @@ mod tests {
         let rb = client.request(Method::POST, &uri, h).body(b"{}".to_vec());
         assert_eq!(rb.as_request().headers()["user-agent"], "mine");
         assert_eq!(rb.as_request().uri(), &uri);
+    }
+
+    /// With a proxy configured (as `HTTPS_PROXY` would), the call goes through an HTTP
+    /// `CONNECT` tunnel: the proxy sees the tunnel, the upstream the request.
+    #[tokio::test]
+    async fn calls_go_through_the_proxy_the_settings_name() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use weir_test_support::{FakeUpstream, Reply};
+
+        let fake = FakeUpstream::start().await.unwrap();
+        fake.set_default(Reply::json(serde_json::json!({"ok": true})));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = listener.local_addr().unwrap();
+        let tunnels = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&tunnels);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        client.read_exact(&mut byte).await.unwrap();
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8(head).unwrap();
+                    let mut words = head.split_whitespace();
+                    assert_eq!(words.next(), Some("CONNECT"));
+                    let target = words.next().unwrap().to_owned();
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        });
+        let proxies = Matcher::builder()
+            .all(format!("http://{proxy_addr}"))
+            .build();
+        let client = HttpClient::with_proxies(&Timeouts::default(), proxies).unwrap();
+        let uri: Uri = format!("{}/chat/completions", fake.v1()).parse().unwrap();
+        let res = client
+            .request(Method::POST, &uri, HeaderMap::new())
+            .body(b"{}".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(tunnels.load(Ordering::SeqCst), 1);
+        assert_eq!(fake.request_count(), 1);
+
+        // NO_PROXY's list is honoured: this host goes direct.
+        let proxies = Matcher::builder()
+            .all(format!("http://{proxy_addr}"))
+            .no("127.0.0.1")
+            .build();
+        let client = HttpClient::with_proxies(&Timeouts::default(), proxies).unwrap();
+        let res = client
+            .request(Method::POST, &uri, HeaderMap::new())
+            .body(b"{}".to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(tunnels.load(Ordering::SeqCst), 1, "not through the proxy");
+        assert_eq!(fake.request_count(), 2);
     }
 
     #[test]

@@ -220,14 +220,16 @@ fn write_canonical(value: &Value, out: &mut String) {
 fn write_number(n: &Number, out: &mut String) {
     use std::fmt::Write as _;
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    // itoa prints integers exactly as `Display` does, without the formatter.
+    let mut digits = itoa::Buffer::new();
     if let Some(u) = n.as_u64() {
-        let _ = write!(out, "{u}");
+        out.push_str(digits.format(u));
     } else if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
+        out.push_str(digits.format(i));
     } else if let Some(f) = n.as_f64() {
         if f.fract() == 0.0 && f.abs() < EXACT {
             // Exact by the bound above; -0.0 becomes 0.
-            let _ = write!(out, "{}", f as i64);
+            out.push_str(digits.format(f as i64));
         } else {
             let _ = write!(out, "{f}");
         }
@@ -237,22 +239,36 @@ fn write_number(n: &Number, out: &mut String) {
     }
 }
 
+/// A JSON string: `"`, `\\`, `\n`, `\r`, `\t` escaped by name, other control characters as
+/// `\u00XX`, everything else as is. Runs without anything to escape are copied whole (prompts
+/// are long and mostly plain).
 fn write_string(s: &str, out: &mut String) {
-    use std::fmt::Write as _;
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        // Every byte matched above is ASCII, so `i` is on a char boundary.
+        out.push_str(&s[start..i]);
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escaped);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 

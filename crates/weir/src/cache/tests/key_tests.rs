@@ -285,3 +285,50 @@ fn strings_are_escaped_unambiguously() {
     r.messages[1] = Message::user("tab\there \u{7} \"q\"");
     assert!(canonical_form(&r, MODEL).is_some_and(|c| c.contains(r#""tab\there \u0007 \"q\"""#)));
 }
+
+/// The escaping written before strings were copied in runs: keys must not drift from it.
+fn write_string_char_by_char(s: &str, out: &mut String) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[test]
+fn strings_are_escaped_as_before() {
+    for s in [
+        "",
+        "plain",
+        "quote \" backslash \\ newline \n cr \r tab \t",
+        "\u{0}\u{1}\u{1f}\u{7f} controls",
+        "日本語 émoji 🎉 mixed \"in\"",
+        "\\\\\"\"\n\n",
+    ] {
+        let (mut new, mut old) = (String::new(), String::new());
+        write_string(s, &mut new);
+        write_string_char_by_char(s, &mut old);
+        assert_eq!(new, old, "{s:?}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_string_is_escaped_as_before(s in "\\PC*|[\\x00-\\x20\"\\\\]*|.*") {
+        let (mut new, mut old) = (String::new(), String::new());
+        write_string(&s, &mut new);
+        write_string_char_by_char(&s, &mut old);
+        proptest::prop_assert_eq!(new, old);
+    }
+}

@@ -322,15 +322,13 @@ mod tests {
         let proxies = Matcher::builder()
             .all(format!("http://{proxy_addr}"))
             .build();
-        let client = HttpClient::with_proxies(&Timeouts::default(), proxies).unwrap();
         let uri: Uri = format!("{}/chat/completions", fake.v1()).parse().unwrap();
-        let res = client
-            .request(Method::POST, &uri, HeaderMap::new())
-            .body(b"{}".to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        let post = |proxies| {
+            let client = HttpClient::with_proxies(&Timeouts::default(), proxies).unwrap();
+            let request = client.request(Method::POST, &uri, HeaderMap::new());
+            async move { request.body(b"{}".to_vec()).send().await.unwrap().status() }
+        };
+        assert_eq!(post(proxies).await, 200);
         assert_eq!(tunnels.load(Ordering::SeqCst), 1);
         assert_eq!(fake.request_count(), 1);
 
@@ -339,14 +337,7 @@ mod tests {
             .all(format!("http://{proxy_addr}"))
             .no("127.0.0.1")
             .build();
-        let client = HttpClient::with_proxies(&Timeouts::default(), proxies).unwrap();
-        let res = client
-            .request(Method::POST, &uri, HeaderMap::new())
-            .body(b"{}".to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(post(proxies).await, 200);
         assert_eq!(tunnels.load(Ordering::SeqCst), 1, "not through the proxy");
         assert_eq!(fake.request_count(), 2);
     }

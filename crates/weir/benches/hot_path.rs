@@ -184,6 +184,11 @@ fn tokens(c: &mut Criterion) {
     g.bench_function("estimate_prompt_tokens", |b| {
         b.iter(|| weir::tokens::estimate_prompt_tokens(black_box(&request)))
     });
+    // The upper bound a request reserves first; the exact count runs only when a key has no
+    // room for it.
+    g.bench_function("request_tokens_upper_bound", |b| {
+        b.iter(|| weir::tokens::request_tokens_upper_bound(black_box(&request)))
+    });
     g.throughput(Throughput::Bytes(text.len() as u64));
     g.bench_function("count_tokens_1kb", |b| {
         b.iter(|| weir::tokens::count_tokens(black_box(&text)))
@@ -272,9 +277,38 @@ fn config() -> Criterion {
         .sample_size(30)
 }
 
+/// The rate-limit headers of every upstream response: OpenAI's, as its API sends them, among
+/// the other headers of a real response.
+fn rate_limit_headers(c: &mut Criterion) {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("date", "Mon, 01 Dec 2026 12:00:00 GMT"),
+        ("content-type", "application/json"),
+        ("openai-organization", "org-bench"),
+        ("openai-processing-ms", "412"),
+        ("openai-version", "2020-10-01"),
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-limit-tokens", "30000000"),
+        ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-remaining-tokens", "29999000"),
+        ("x-ratelimit-reset-requests", "6ms"),
+        ("x-ratelimit-reset-tokens", "2ms"),
+        ("x-request-id", "req_0123456789abcdef"),
+        ("cf-cache-status", "DYNAMIC"),
+        ("server", "cloudflare"),
+    ] {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    let mut g = c.benchmark_group("limits");
+    g.bench_function("rate_limit_headers_openai", |b| {
+        b.iter(|| weir::provider::ratelimit::parse_headers(black_box(&headers)))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = chat_types, sse, anthropic, cache, tokens, limits
+    targets = chat_types, sse, anthropic, cache, tokens, limits, rate_limit_headers
 }
 criterion_main!(benches);

@@ -14,6 +14,21 @@ pub const STAMP_MARK: &[u8] = b"@@";
 /// Digits of a stamp.
 pub const STAMP_DIGITS: usize = 19;
 
+/// The tokio runtime of a bench binary: single-threaded for `threads <= 1`, else that many
+/// workers.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
 /// Nanoseconds since the Unix epoch (0 if the clock is before it).
 pub fn wall_ns() -> u64 {
     std::time::SystemTime::now()

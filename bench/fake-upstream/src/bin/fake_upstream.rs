@@ -35,16 +35,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    let rt = weir_bench::runtime(args.threads)?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         let pacing = Pacing {

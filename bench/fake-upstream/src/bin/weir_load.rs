@@ -5,16 +5,7 @@ use weir_bench::load::{Args, run};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
-    };
+    let rt = weir_bench::runtime(args.threads)?;
     let report = rt.block_on(run(args))?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -357,9 +357,11 @@ impl KeyPool {
         let learns_tokens = windows[1..]
             .iter()
             .any(|(_, w)| w.as_ref().is_some_and(|w| w.limit.is_some()));
-        self.inner
-            .counts_tokens
-            .fetch_or(learns_tokens, Ordering::Relaxed);
+        // A plain load first: this runs on every response, and a read-modify-write would take
+        // the cache line exclusively each time.
+        if learns_tokens && !self.inner.counts_tokens.load(Ordering::Relaxed) {
+            self.inner.counts_tokens.store(true, Ordering::Relaxed);
+        }
         let half_used = windows[1..].iter().any(|(_, w)| {
             w.as_ref().is_some_and(|w| match (w.limit, w.remaining) {
                 (Some(limit), Some(remaining)) => remaining < limit / 2,

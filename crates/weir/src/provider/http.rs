@@ -147,7 +147,7 @@ impl CallDeadlines {
 /// Any status is returned as `Ok`: callers check it and use [`error_from_response`].
 pub async fn send(
     provider: &str,
-    req: RequestBuilder,
+    req: RequestBuilder<'_>,
     deadlines: &CallDeadlines,
 ) -> Result<Response> {
     match tokio::time::timeout_at(deadlines.first_byte, req.send()).await {
@@ -344,7 +344,7 @@ pub fn upstream_meta(headers: &HeaderMap) -> UpstreamMeta {
 /// One JSON call: send, check the status, read the bounded body by the total deadline, parse.
 pub async fn call_json<T: DeserializeOwned>(
     provider: &str,
-    req: RequestBuilder,
+    req: RequestBuilder<'_>,
     deadlines: &CallDeadlines,
     secret: Option<&SecretString>,
     what: &str,
@@ -357,7 +357,7 @@ pub async fn call_json<T: DeserializeOwned>(
 /// [`call_json`], also returning the body as received.
 pub async fn call_json_keeping_body<T: DeserializeOwned>(
     provider: &str,
-    req: RequestBuilder,
+    req: RequestBuilder<'_>,
     deadlines: &CallDeadlines,
     secret: Option<&SecretString>,
     what: &str,
@@ -377,7 +377,7 @@ pub async fn call_json_keeping_body<T: DeserializeOwned>(
 /// here, so the caller can still retry or fail over.
 pub async fn call_sse(
     provider: &str,
-    req: RequestBuilder,
+    req: RequestBuilder<'_>,
     deadlines: &CallDeadlines,
     secret: Option<&SecretString>,
 ) -> Result<(BoxStream<'static, Result<SseEvent>>, UpstreamMeta)> {

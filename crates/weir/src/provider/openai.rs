@@ -84,7 +84,7 @@ impl OpenAiProvider {
         method: Method,
         url: &Endpoint,
         ctx: &CallContext,
-    ) -> Result<h::RequestBuilder> {
+    ) -> Result<h::RequestBuilder<'_>> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
             headers.insert(
@@ -93,7 +93,7 @@ impl OpenAiProvider {
             );
         }
         forward_request_id(&mut headers, ctx);
-        Ok(self.client.request(method, url.uri(), headers))
+        Ok(self.client.request(method, url, headers))
     }
 
     fn post_json<T: serde::Serialize>(
@@ -101,7 +101,7 @@ impl OpenAiProvider {
         url: &Endpoint,
         body: &T,
         ctx: &CallContext,
-    ) -> Result<h::RequestBuilder> {
+    ) -> Result<h::RequestBuilder<'_>> {
         // Serialised here, not by the transport, so a failure is an invalid request, not a
         // connection error, and the body goes out with a Content-Length in one write.
         let bytes = serde_json::to_vec(body)

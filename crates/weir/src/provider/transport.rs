@@ -92,17 +92,29 @@ impl HttpClient {
         Ok(Self { inner })
     }
 
-    /// A request to `uri` with `headers` (auth and configured headers already in).
-    pub fn request(&self, method: Method, uri: &Uri, mut headers: HeaderMap) -> RequestBuilder {
+    /// A request to `endpoint` with `headers` (auth and configured headers already in). The
+    /// endpoint's own credentials (`https://user:pass@host`) go out as Basic auth unless the
+    /// headers carry an `Authorization` already.
+    pub fn request(
+        &self,
+        method: Method,
+        endpoint: &Endpoint,
+        mut headers: HeaderMap,
+    ) -> RequestBuilder<'_> {
         headers
             .entry(http::header::USER_AGENT)
             .or_insert(HeaderValue::from_static(USER_AGENT));
+        if let Some(auth) = &endpoint.basic_auth {
+            headers
+                .entry(http::header::AUTHORIZATION)
+                .or_insert_with(|| auth.clone());
+        }
         let mut req = http::Request::new(Body::default());
         *req.method_mut() = method;
-        *req.uri_mut() = uri.clone();
+        *req.uri_mut() = endpoint.uri.clone();
         *req.headers_mut() = headers;
         RequestBuilder {
-            client: self.inner.clone(),
+            client: &self.inner,
             req,
         }
     }
@@ -110,13 +122,13 @@ impl HttpClient {
 
 const USER_AGENT: &str = concat!("weir/", env!("CARGO_PKG_VERSION"));
 
-/// A request about to be sent.
-pub struct RequestBuilder {
-    client: Client<HttpsConnector<ProxyConnector>, Body>,
+/// A request about to be sent, borrowing its provider's client (no clone per request).
+pub struct RequestBuilder<'c> {
+    client: &'c Client<HttpsConnector<ProxyConnector>, Body>,
     req: http::Request<Body>,
 }
 
-impl RequestBuilder {
+impl RequestBuilder<'_> {
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.req.headers_mut().insert(name, value);
         self
@@ -225,15 +237,24 @@ fn client_error(reason: &str) -> Error {
 
 /// An upstream endpoint: the URL as configured (for messages and Debug) and the request
 /// target parsed from it once, when the provider is built.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Endpoint {
     url: url::Url,
+    /// The target without userinfo, which goes out as `basic_auth` instead.
     uri: Uri,
+    basic_auth: Option<HeaderValue>,
 }
 
 impl Endpoint {
     pub fn new(provider: &str, url: url::Url) -> Result<Self> {
-        let uri = url.as_str().parse::<Uri>().map_err(|e| {
+        let basic_auth = (!url.username().is_empty() || url.password().is_some())
+            .then(|| basic_auth(url.username(), url.password()))
+            .flatten();
+        let mut target = url.clone();
+        // Only fails for URLs that cannot carry userinfo, which then have none.
+        let _ = target.set_username("");
+        let _ = target.set_password(None);
+        let uri = target.as_str().parse::<Uri>().map_err(|e| {
             Error::Config(ConfigError {
                 file: None,
                 problems: vec![Problem {
@@ -242,7 +263,11 @@ impl Endpoint {
                 }],
             })
         })?;
-        Ok(Self { url, uri })
+        Ok(Self {
+            url,
+            uri,
+            basic_auth,
+        })
     }
 
     pub fn url(&self) -> &url::Url {
@@ -251,6 +276,32 @@ impl Endpoint {
 
     pub fn uri(&self) -> &Uri {
         &self.uri
+    }
+}
+
+/// `Basic base64(user:password)` from a URL's percent-encoded userinfo, marked sensitive.
+fn basic_auth(user: &str, password: Option<&str>) -> Option<HeaderValue> {
+    use base64::Engine as _;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = format!(
+        "{}:{}",
+        decode(user),
+        password.map(decode).unwrap_or_default()
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+impl std::fmt::Debug for Endpoint {
+    /// Without query or userinfo: either may carry a credential.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&super::openai::redacted_url(&self.url))
     }
 }
 
@@ -268,15 +319,18 @@ mod tests {
     #[test]
     fn requests_carry_the_user_agent_and_keep_a_configured_one() {
         let client = HttpClient::new(&Timeouts::default()).unwrap();
-        let uri: Uri = "http://127.0.0.1:9/v1/chat/completions".parse().unwrap();
-        let rb = client.request(Method::POST, &uri, HeaderMap::new());
+        let endpoint = endpoint("http://127.0.0.1:9/v1/chat/completions");
+        let uri = endpoint.uri().clone();
+        let rb = client.request(Method::POST, &endpoint, HeaderMap::new());
         assert_eq!(
             rb.as_request().headers()["user-agent"],
             concat!("weir/", env!("CARGO_PKG_VERSION"))
         );
         let mut h = HeaderMap::new();
         h.insert("user-agent", HeaderValue::from_static("mine"));
-        let rb = client.request(Method::POST, &uri, h).body(b"{}".to_vec());
+        let rb = client
+            .request(Method::POST, &endpoint, h)
+            .body(b"{}".to_vec());
         assert_eq!(rb.as_request().headers()["user-agent"], "mine");
         assert_eq!(rb.as_request().uri(), &uri);
     }
@@ -322,11 +376,14 @@ mod tests {
         let proxies = Matcher::builder()
             .all(format!("http://{proxy_addr}"))
             .build();
-        let uri: Uri = format!("{}/chat/completions", fake.v1()).parse().unwrap();
+        let target = endpoint(&format!("{}/chat/completions", fake.v1()));
         let post = |proxies| {
             let client = HttpClient::with_proxies(&Timeouts::default(), proxies).unwrap();
-            let request = client.request(Method::POST, &uri, HeaderMap::new());
-            async move { request.body(b"{}".to_vec()).send().await.unwrap().status() }
+            let target = target.clone();
+            async move {
+                let request = client.request(Method::POST, &target, HeaderMap::new());
+                request.body(b"{}".to_vec()).send().await.unwrap().status()
+            }
         };
         assert_eq!(post(proxies).await, 200);
         assert_eq!(tunnels.load(Ordering::SeqCst), 1);
@@ -340,6 +397,43 @@ mod tests {
         assert_eq!(post(proxies).await, 200);
         assert_eq!(tunnels.load(Ordering::SeqCst), 1, "not through the proxy");
         assert_eq!(fake.request_count(), 2);
+    }
+
+    fn endpoint(url: &str) -> Endpoint {
+        Endpoint::new("p", url::Url::parse(url).unwrap()).unwrap()
+    }
+
+    /// Credentials in the base URL go out as Basic auth (as reqwest sent them), never in the
+    /// request target, and an `Authorization` the provider set wins.
+    #[test]
+    fn url_credentials_become_basic_auth() {
+        let client = HttpClient::new(&Timeouts::default()).unwrap();
+        let e = endpoint("http://us%40er:p%3Ass@127.0.0.1:9/v1/models");
+        assert_eq!(e.uri().to_string(), "http://127.0.0.1:9/v1/models");
+        let rb = client.request(Method::GET, &e, HeaderMap::new());
+        let auth = &rb.as_request().headers()["authorization"];
+        // base64("us@er:p:ss")
+        assert_eq!(auth, "Basic dXNAZXI6cDpzcw==");
+        assert!(auth.is_sensitive());
+        let mut h = HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer sk-x"));
+        let rb = client.request(Method::GET, &e, h);
+        assert_eq!(rb.as_request().headers()["authorization"], "Bearer sk-x");
+        let plain = endpoint("http://127.0.0.1:9/v1/models");
+        let rb = client.request(Method::GET, &plain, HeaderMap::new());
+        assert!(rb.as_request().headers().get("authorization").is_none());
+    }
+
+    #[test]
+    fn endpoints_debug_without_credentials() {
+        let url = url::Url::parse("https://user:pw@h.example:8443/v1/x?key=secret").unwrap();
+        let e = Endpoint::new("p", url).unwrap();
+        assert_eq!(format!("{e:?}"), "https://h.example:8443/v1/x");
+        assert_eq!(
+            e.uri().query(),
+            Some("key=secret"),
+            "the request still carries it"
+        );
     }
 
     #[test]

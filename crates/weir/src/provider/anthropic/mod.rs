@@ -96,20 +96,20 @@ impl AnthropicProvider {
         method: Method,
         url: &Endpoint,
         ctx: &CallContext,
-    ) -> Result<h::RequestBuilder> {
+    ) -> Result<h::RequestBuilder<'_>> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
             headers.insert("x-api-key", h::secret_header(&self.name, "", key)?);
         }
         forward_request_id(&mut headers, ctx);
-        Ok(self.client.request(method, url.uri(), headers))
+        Ok(self.client.request(method, url, headers))
     }
 
     fn post_messages(
         &self,
         body: &MessagesRequest,
         ctx: &CallContext,
-    ) -> Result<h::RequestBuilder> {
+    ) -> Result<h::RequestBuilder<'_>> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| Error::invalid_request(format!("could not serialise the request: {e}")))?;
         Ok(self

@@ -78,19 +78,20 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, Api
             ApiError::bad_request("the request body is empty: send a JSON object").flavor(flavor),
         );
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ApiError::bad_request(format!(
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
             "the request body is not valid UTF-8 (at byte {})",
             e.valid_up_to()
         ))
-        .flavor(flavor));
-    }
+        .flavor(flavor)
+    })?;
     // The plain parse is the fast path; only a body that fails it is parsed again, with
-    // serde_path_to_error tracking where, for the message.
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    // serde_path_to_error tracking where, for the message. Parsed as the text just checked:
+    // `from_slice` would check each string's UTF-8 again.
+    if let Ok(value) = serde_json::from_str(text) {
         return Ok(value);
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();

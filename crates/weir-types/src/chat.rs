@@ -4,9 +4,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::Extra;
+use crate::extra::deserialize_keeping_extra;
 
 /// A chat completion request, as `POST /v1/chat/completions` receives it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -45,6 +46,29 @@ pub struct ChatRequest {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    ChatRequest,
+    "a chat completion request object",
+    required { "model" => model, "messages" => messages },
+    optional {
+        "tools" => tools,
+        "tool_choice" => tool_choice,
+        "parallel_tool_calls" => parallel_tool_calls,
+        "response_format" => response_format,
+        "temperature" => temperature,
+        "top_p" => top_p,
+        "max_tokens" => max_tokens,
+        "max_completion_tokens" => max_completion_tokens,
+        "stop" => stop,
+        "seed" => seed,
+        "n" => n,
+        "user" => user,
+        "metadata" => metadata,
+        "stream" => stream,
+        "stream_options" => stream_options,
+    },
+);
 
 impl ChatRequest {
     /// A minimal request: one model, these messages, everything else unset.
@@ -122,7 +146,7 @@ impl Role {
 ///
 /// A flat struct rather than an enum per role: it parses in one pass, keeps unknown fields,
 /// and role-specific rules (a tool message needs `tool_call_id`) are checked where they matter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     pub role: Role,
     /// Optional because an assistant message that only calls tools may have none.
@@ -142,6 +166,20 @@ pub struct Message {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    Message,
+    "a chat message object",
+    required { "role" => role },
+    optional {
+        "content" => content,
+        "name" => name,
+        "tool_calls" => tool_calls,
+        "tool_call_id" => tool_call_id,
+        "refusal" => refusal,
+        "reasoning_content" => reasoning_content,
+    },
+);
 
 impl Message {
     fn with_text(role: Role, text: impl Into<String>) -> Self {
@@ -224,7 +262,7 @@ pub struct ImageUrl {
 }
 
 /// A tool the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tool {
     /// Always `"function"` today.
     #[serde(rename = "type")]
@@ -233,6 +271,12 @@ pub struct Tool {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    Tool,
+    "a tool object",
+    required { "type" => kind, "function" => function },
+);
 
 impl Tool {
     pub fn function(
@@ -321,13 +365,19 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StreamOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    StreamOptions,
+    "a stream_options object",
+    optional { "include_usage" => include_usage },
+);
 
 /// A call the model made to a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,7 +446,7 @@ impl<'de> Deserialize<'de> for FinishReason {
 }
 
 /// A complete (non-streamed) chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatResponse {
     pub id: String,
     #[serde(default = "object_chat_completion")]
@@ -413,6 +463,18 @@ pub struct ChatResponse {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    ChatResponse,
+    "a chat completion object",
+    required { "id" => id, "created" => created, "model" => model, "choices" => choices },
+    optional {
+        "usage" => usage,
+        "system_fingerprint" => system_fingerprint,
+        "service_tier" => service_tier,
+    },
+    or_else { "object" => object = object_chat_completion },
+);
 
 fn object_chat_completion() -> String {
     "chat.completion".into()
@@ -442,7 +504,7 @@ pub struct Choice {
 }
 
 /// The assistant's message in a response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResponseMessage {
     pub role: Role,
     /// `null` (not absent) when the model only called tools, as OpenAI sends it.
@@ -457,6 +519,18 @@ pub struct ResponseMessage {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    ResponseMessage,
+    "a chat completion message object",
+    required { "role" => role },
+    optional {
+        "content" => content,
+        "tool_calls" => tool_calls,
+        "refusal" => refusal,
+        "reasoning_content" => reasoning_content,
+    },
+);
 
 /// Token counts of one call.
 ///
@@ -529,7 +603,7 @@ pub struct CompletionTokensDetails {
 }
 
 /// One streamed chunk of a chat completion.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatChunk {
     pub id: String,
     #[serde(default = "object_chat_completion_chunk")]
@@ -550,6 +624,19 @@ pub struct ChatChunk {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    ChatChunk,
+    "a chat completion chunk object",
+    required { "id" => id, "created" => created, "model" => model },
+    optional {
+        "choices" => choices,
+        "usage" => usage,
+        "system_fingerprint" => system_fingerprint,
+        "service_tier" => service_tier,
+    },
+    or_else { "object" => object = object_chat_completion_chunk },
+);
 
 impl ChatChunk {
     /// An empty chunk with these identifiers, to be filled in.
@@ -592,7 +679,7 @@ pub struct ChunkChoice {
 }
 
 /// What one chunk adds to the message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Delta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
@@ -607,6 +694,18 @@ pub struct Delta {
     #[serde(flatten)]
     pub extra: Extra,
 }
+
+deserialize_keeping_extra!(
+    Delta,
+    "a chunk delta object",
+    optional {
+        "role" => role,
+        "content" => content,
+        "reasoning_content" => reasoning_content,
+        "tool_calls" => tool_calls,
+        "refusal" => refusal,
+    },
+);
 
 /// A piece of a tool call: the first carries id and name, later ones argument fragments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,6 +26,7 @@ pub mod anthropic;
 pub mod chat;
 pub mod embeddings;
 pub mod error;
+mod extra;
 pub mod models;
 
 /// A JSON object of fields this crate does not model, kept for pass-through.

@@ -127,7 +127,7 @@ impl PricingTable {
 
     /// The price of a model served by `provider` as `upstream_model`.
     pub fn lookup(&self, provider: &str, upstream_model: &str) -> Option<&ModelPrice> {
-        let full = format!("{provider}/{upstream_model}");
+        let full = crate::client::route::join_qualified(provider, upstream_model);
         if let Some(p) = self
             .prices
             .get(&full)

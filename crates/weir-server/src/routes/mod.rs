@@ -59,6 +59,8 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
 
     let total = started.elapsed();
     let own = total.saturating_sub(meta.latency);
+    // Room for all eight up front: growing the map mid-way rehashes what is already there.
+    h.reserve(8);
     if let Ok(v) = HeaderValue::from_str(&meta.provider) {
         h.insert(PROVIDER, v);
     }

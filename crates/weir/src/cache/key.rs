@@ -18,8 +18,8 @@
 //! tells them apart. Requests for several samples
 //! (`n > 1`) are never cached: one stored answer cannot stand for several independent ones.
 
-use serde_json::{Map, Number, Value};
-use weir_types::chat::{ChatRequest, ContentPart, MessageContent, ResponseFormat};
+use serde_json::{Number, Value};
+use weir_types::chat::{ChatRequest, ContentPart, Message, MessageContent, ResponseFormat};
 
 use super::store::CacheKey;
 
@@ -87,32 +87,44 @@ pub fn namespace_for_gateway_key(key: &str) -> String {
 
 /// The canonical text the digest is taken over (sorted JSON), or `None` when the request must
 /// not be cached. Public so tooling can show why two requests do or do not share an entry.
+///
+/// Written straight into the output, keys in sorted order, without building a JSON tree
+/// first: the tree was a sixth of a cache hit. Only the parts with no fixed shape (tools,
+/// tool choice, response format, extras, and messages that carry tool calls or extras) go
+/// through a `Value`. A test checks the bytes against the tree-based form.
 pub fn canonical_form(req: &ChatRequest, resolved_model: &str) -> Option<String> {
     if req.n.is_some_and(|n| n > 1) {
         return None;
     }
-    let mut doc = Map::new();
-    doc.insert("model".into(), Value::String(resolved_model.to_owned()));
-
-    let mut messages = Vec::with_capacity(req.messages.len());
-    for message in &req.messages {
-        // The whole message, unknown fields included: everything in it reaches the model.
-        let mut value = serde_json::to_value(message).ok()?;
-        if let (Some(content), Value::Object(obj)) = (&message.content, &mut value) {
-            obj.insert("content".into(), content_value(content)?);
+    let mut out = String::with_capacity(256);
+    let mut doc = ObjectWriter::open(&mut out);
+    // Keys below are in byte order, as `write_canonical` would sort them.
+    let extras = deciding_extras(req);
+    if !extras.is_empty() {
+        // Nested so a vendor extra can never collide with a modelled field's name.
+        write_sorted_object(extras, doc.key("extra"));
+    }
+    if let Some(cap) = req.max_output_tokens() {
+        doc.key("max_output_tokens")
+            .push_str(itoa::Buffer::new().format(cap));
+    }
+    let messages = doc.key("messages");
+    messages.push('[');
+    for (i, message) in req.messages.iter().enumerate() {
+        if i > 0 {
+            messages.push(',');
         }
-        messages.push(value);
+        write_message(message, messages)?;
     }
-    doc.insert("messages".into(), Value::Array(messages));
-
-    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
-        doc.insert("tools".into(), serde_json::to_value(tools).ok()?);
-    }
-    if let Some(choice) = &req.tool_choice {
-        doc.insert("tool_choice".into(), serde_json::to_value(choice).ok()?);
+    messages.push(']');
+    write_string(resolved_model, doc.key("model"));
+    // `n: 1` is the default; only an explicit other value (0, which upstreams reject) is kept.
+    if let Some(n) = req.n.filter(|&n| n != 1) {
+        doc.key("n").push_str(itoa::Buffer::new().format(n));
     }
     if let Some(parallel) = req.parallel_tool_calls {
-        doc.insert("parallel_tool_calls".into(), Value::Bool(parallel));
+        doc.key("parallel_tool_calls")
+            .push_str(if parallel { "true" } else { "false" });
     }
     // Plain text is the default format: asking for it explicitly is the same request.
     if let Some(format) = req
@@ -120,47 +132,138 @@ pub fn canonical_form(req: &ChatRequest, resolved_model: &str) -> Option<String>
         .as_ref()
         .filter(|f| !matches!(f, ResponseFormat::Text))
     {
-        doc.insert("response_format".into(), serde_json::to_value(format).ok()?);
+        write_canonical(
+            &serde_json::to_value(format).ok()?,
+            doc.key("response_format"),
+        );
     }
-    if let Some(t) = req.temperature {
-        doc.insert("temperature".into(), float_value(t)?);
-    }
-    if let Some(p) = req.top_p {
-        doc.insert("top_p".into(), float_value(p)?);
-    }
-    if let Some(cap) = req.max_output_tokens() {
-        doc.insert("max_output_tokens".into(), Value::from(cap));
+    if let Some(seed) = req.seed {
+        doc.key("seed").push_str(itoa::Buffer::new().format(seed));
     }
     let stop = req.stop_sequences();
     if !stop.is_empty() {
         // Order is kept: it is what the client sent, and normalising it buys almost nothing.
-        doc.insert(
-            "stop".into(),
-            Value::Array(stop.into_iter().map(Value::String).collect()),
-        );
+        let out = doc.key("stop");
+        out.push('[');
+        for (i, s) in stop.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_string(s, out);
+        }
+        out.push(']');
     }
-    if let Some(seed) = req.seed {
-        doc.insert("seed".into(), Value::from(seed));
+    if let Some(t) = req.temperature {
+        write_number(&Number::from_f64(t)?, doc.key("temperature"));
     }
-    // `n: 1` is the default; only an explicit other value (0, which upstreams reject) is kept.
-    if let Some(n) = req.n.filter(|&n| n != 1) {
-        doc.insert("n".into(), Value::from(n));
+    if let Some(choice) = &req.tool_choice {
+        write_canonical(&serde_json::to_value(choice).ok()?, doc.key("tool_choice"));
     }
+    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
+        write_canonical(&serde_json::to_value(tools).ok()?, doc.key("tools"));
+    }
+    if let Some(p) = req.top_p {
+        write_number(&Number::from_f64(p)?, doc.key("top_p"));
+    }
+    doc.close();
+    Some(out)
+}
 
-    let extras: Map<String, Value> = req
+/// The pass-through extras that can change the answer, sorted by key.
+fn deciding_extras(req: &ChatRequest) -> Vec<(&String, &Value)> {
+    let mut extras: Vec<(&String, &Value)> = req
         .extra
         .iter()
         .filter(|(k, v)| !v.is_null() && !NON_DECIDING_EXTRAS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if !extras.is_empty() {
-        // Nested so a vendor extra can never collide with a modelled field's name.
-        doc.insert("extra".into(), Value::Object(extras));
+    extras.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    extras
+}
+
+/// The whole message, unknown fields included: everything in it reaches the model.
+fn write_message(message: &Message, out: &mut String) -> Option<()> {
+    if !message.extra.is_empty() || message.tool_calls.is_some() {
+        // No fixed shape: through a tree, sorted by `write_canonical`.
+        let mut value = serde_json::to_value(message).ok()?;
+        if let (Some(content), Value::Object(obj)) = (&message.content, &mut value) {
+            obj.insert("content".into(), content_value(content)?);
+        }
+        write_canonical(&value, out);
+        return Some(());
+    }
+    let mut obj = ObjectWriter::open(out);
+    if let Some(content) = &message.content {
+        write_content(content, obj.key("content"))?;
+    }
+    let optional = [
+        ("name", &message.name),
+        ("reasoning_content", &message.reasoning_content),
+        ("refusal", &message.refusal),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            write_string(v, obj.key(key));
+        }
+    }
+    write_string(message.role.as_str(), obj.key("role"));
+    if let Some(id) = &message.tool_call_id {
+        write_string(id, obj.key("tool_call_id"));
+    }
+    obj.close();
+    Some(())
+}
+
+/// Content as the model sees it: a single text part is the same prompt as a plain string.
+fn write_content(content: &MessageContent, out: &mut String) -> Option<()> {
+    match content {
+        MessageContent::Text(text) => write_string(text, out),
+        MessageContent::Parts(parts) => match parts.as_slice() {
+            [ContentPart::Text { text }] => write_string(text, out),
+            _ => write_canonical(&serde_json::to_value(parts).ok()?, out),
+        },
+    }
+    Some(())
+}
+
+/// Writes `{"k":v,...}` one key at a time; the caller gives keys in sorted order.
+struct ObjectWriter<'a> {
+    out: &'a mut String,
+    empty: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    fn open(out: &'a mut String) -> Self {
+        out.push('{');
+        Self { out, empty: true }
     }
 
-    let mut out = String::with_capacity(256);
-    write_canonical(&Value::Object(doc), &mut out);
-    Some(out)
+    /// Write `key:` and hand back the output for its value.
+    fn key(&mut self, key: &str) -> &mut String {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+        write_string(key, self.out);
+        self.out.push(':');
+        self.out
+    }
+
+    fn close(self) {
+        self.out.push('}');
+    }
+}
+
+fn write_sorted_object(entries: Vec<(&String, &Value)>, out: &mut String) {
+    out.push('{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(k, out);
+        out.push(':');
+        write_canonical(v, out);
+    }
+    out.push('}');
 }
 
 /// Content as the model sees it: a single text part is the same prompt as a plain string.
@@ -172,10 +275,6 @@ fn content_value(content: &MessageContent) -> Option<Value> {
             _ => serde_json::to_value(parts).ok(),
         },
     }
-}
-
-fn float_value(x: f64) -> Option<Value> {
-    Number::from_f64(x).map(Value::Number)
 }
 
 /// Sorted-key, whitespace-free JSON with normalised numbers.
@@ -200,16 +299,7 @@ fn write_canonical(value: &Value, out: &mut String) {
             // feature (which any crate in the build can switch on) it keeps insertion order.
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
+            write_sorted_object(entries, out);
         }
     }
 }

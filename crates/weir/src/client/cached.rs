@@ -104,7 +104,11 @@ struct StoredEntry<'a> {
 
 impl CachedResponse {
     fn read(entry: &Bytes) -> serde_json::Result<Self> {
-        let stored: StoredEntry<'_> = serde_json::from_slice(entry)?;
+        // Text once, then `from_str`: cheaper than `from_slice` checking string by string.
+        let stored: StoredEntry<'_> = match std::str::from_utf8(entry) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(entry)?,
+        };
         let json = stored.response.get();
         Ok(Self {
             response: serde_json::from_str(json)?,

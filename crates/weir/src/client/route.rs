@@ -17,8 +17,17 @@ pub struct Route {
 impl Route {
     /// `provider/upstream_model`.
     pub fn qualified(&self) -> String {
-        format!("{}/{}", self.provider, self.upstream_model)
+        join_qualified(&self.provider, &self.upstream_model)
     }
+}
+
+/// `provider/model`, without `format!`'s machinery: this runs several times per request.
+pub(crate) fn join_qualified(provider: &str, model: &str) -> String {
+    let mut s = String::with_capacity(provider.len() + 1 + model.len());
+    s.push_str(provider);
+    s.push('/');
+    s.push_str(model);
+    s
 }
 
 /// What a model name names: a configured group (or alias), or one `provider/model`.

@@ -36,6 +36,8 @@ pub struct OpenAiProvider {
     /// Organisation, project and configured extra headers, parsed once.
     headers: HeaderMap,
     timeouts: Timeouts,
+    /// Each configured key's auth header, built once.
+    key_headers: h::KeyHeaders,
     /// The configured model list, used when the server has no `/models`.
     models: Vec<String>,
 }
@@ -74,6 +76,7 @@ impl OpenAiProvider {
             models_url: Endpoint::new(&cfg.name, endpoint(cfg, &["models"])?)?,
             headers,
             timeouts: cfg.timeouts,
+            key_headers: h::KeyHeaders::new(&cfg.name, "Bearer ", &cfg.keys)?,
             models: cfg.models.clone(),
         })
     }
@@ -89,7 +92,7 @@ impl OpenAiProvider {
         if let Some(key) = &ctx.api_key {
             headers.insert(
                 http::header::AUTHORIZATION,
-                h::secret_header(&self.name, "Bearer ", key)?,
+                self.key_headers.get(&self.name, key)?,
             );
         }
         forward_request_id(&mut headers, ctx);

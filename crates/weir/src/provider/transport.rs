@@ -104,6 +104,11 @@ impl HttpClient {
         headers
             .entry(http::header::USER_AGENT)
             .or_insert(HeaderValue::from_static(USER_AGENT));
+        if let Some(host) = &endpoint.host {
+            headers
+                .entry(http::header::HOST)
+                .or_insert_with(|| host.clone());
+        }
         if let Some(auth) = &endpoint.basic_auth {
             headers
                 .entry(http::header::AUTHORIZATION)
@@ -243,6 +248,10 @@ pub struct Endpoint {
     /// The target without userinfo, which goes out as `basic_auth` instead.
     uri: Uri,
     basic_auth: Option<HeaderValue>,
+    /// The `Host` header, built once for plain-HTTP endpoints. hyper-util formats it per
+    /// request otherwise. TLS endpoints leave it to hyper-util, because only it knows whether
+    /// the connection negotiated HTTP/2, which uses `:authority` instead.
+    host: Option<HeaderValue>,
 }
 
 impl Endpoint {
@@ -263,10 +272,12 @@ impl Endpoint {
                 }],
             })
         })?;
+        let host = plain_http_host(&uri);
         Ok(Self {
             url,
             uri,
             basic_auth,
+            host,
         })
     }
 
@@ -277,6 +288,19 @@ impl Endpoint {
     pub fn uri(&self) -> &Uri {
         &self.uri
     }
+}
+
+/// `host[:port]` as hyper-util writes it (the port only when it is not 80), for `http://`.
+fn plain_http_host(uri: &Uri) -> Option<HeaderValue> {
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
 }
 
 /// `Basic base64(user:password)` from a URL's percent-encoded userinfo, marked sensitive.
@@ -422,6 +446,28 @@ mod tests {
         let plain = endpoint("http://127.0.0.1:9/v1/models");
         let rb = client.request(Method::GET, &plain, HeaderMap::new());
         assert!(rb.as_request().headers().get("authorization").is_none());
+    }
+
+    /// Plain-HTTP endpoints carry the `Host` hyper-util would have written; TLS ones leave
+    /// it to hyper-util, which knows whether the connection is HTTP/2.
+    #[test]
+    fn host_header_matches_what_hyper_util_writes() {
+        let host = |url: &str| endpoint(url).host.map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:4200/v1").as_deref(),
+            Some("127.0.0.1:4200")
+        );
+        assert_eq!(
+            host("http://local.test:80/v1").as_deref(),
+            Some("local.test")
+        );
+        assert_eq!(host("http://[::1]:8000/v1").as_deref(), Some("[::1]:8000"));
+        assert_eq!(host("https://api.example.com/v1"), None);
+        let client = HttpClient::new(&Timeouts::default()).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("configured.example"));
+        let rb = client.request(Method::GET, &endpoint("http://127.0.0.1:9/v1"), h);
+        assert_eq!(rb.as_request().headers()["host"], "configured.example");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Which request fields split the cache, which do not, and that keys never drift.
 
-use serde_json::json;
+use serde_json::{Map, json};
 use weir_types::chat::{
     ChatRequest, Message, Role, Stop, StreamOptions, Tool, ToolChoice, ToolChoiceMode,
 };
@@ -320,6 +320,116 @@ fn strings_are_escaped_as_before() {
         write_string(s, &mut new);
         write_string_char_by_char(s, &mut old);
         assert_eq!(new, old, "{s:?}");
+    }
+}
+
+/// The form as it was computed before it was written directly: through a `serde_json::Value`
+/// tree, sorted by `write_canonical`. The direct writer must give the same bytes.
+fn canonical_form_via_tree(req: &ChatRequest, resolved_model: &str) -> Option<String> {
+    if req.n.is_some_and(|n| n > 1) {
+        return None;
+    }
+    let mut doc = Map::new();
+    doc.insert("model".into(), Value::String(resolved_model.to_owned()));
+
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for message in &req.messages {
+        // The whole message, unknown fields included: everything in it reaches the model.
+        let mut value = serde_json::to_value(message).ok()?;
+        if let (Some(content), Value::Object(obj)) = (&message.content, &mut value) {
+            obj.insert("content".into(), content_value(content)?);
+        }
+        messages.push(value);
+    }
+    doc.insert("messages".into(), Value::Array(messages));
+
+    if let Some(tools) = req.tools.as_ref().filter(|t| !t.is_empty()) {
+        doc.insert("tools".into(), serde_json::to_value(tools).ok()?);
+    }
+    if let Some(choice) = &req.tool_choice {
+        doc.insert("tool_choice".into(), serde_json::to_value(choice).ok()?);
+    }
+    if let Some(parallel) = req.parallel_tool_calls {
+        doc.insert("parallel_tool_calls".into(), Value::Bool(parallel));
+    }
+    // Plain text is the default format: asking for it explicitly is the same request.
+    if let Some(format) = req
+        .response_format
+        .as_ref()
+        .filter(|f| !matches!(f, ResponseFormat::Text))
+    {
+        doc.insert("response_format".into(), serde_json::to_value(format).ok()?);
+    }
+    if let Some(t) = req.temperature {
+        doc.insert("temperature".into(), Value::Number(Number::from_f64(t)?));
+    }
+    if let Some(p) = req.top_p {
+        doc.insert("top_p".into(), Value::Number(Number::from_f64(p)?));
+    }
+    if let Some(cap) = req.max_output_tokens() {
+        doc.insert("max_output_tokens".into(), Value::from(cap));
+    }
+    let stop = req.stop_sequences();
+    if !stop.is_empty() {
+        // Order is kept: it is what the client sent, and normalising it buys almost nothing.
+        doc.insert(
+            "stop".into(),
+            Value::Array(stop.into_iter().map(Value::String).collect()),
+        );
+    }
+    if let Some(seed) = req.seed {
+        doc.insert("seed".into(), Value::from(seed));
+    }
+    // `n: 1` is the default; only an explicit other value (0, which upstreams reject) is kept.
+    if let Some(n) = req.n.filter(|&n| n != 1) {
+        doc.insert("n".into(), Value::from(n));
+    }
+
+    let extras: Map<String, Value> = req
+        .extra
+        .iter()
+        .filter(|(k, v)| !v.is_null() && !NON_DECIDING_EXTRAS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !extras.is_empty() {
+        // Nested so a vendor extra can never collide with a modelled field's name.
+        doc.insert("extra".into(), Value::Object(extras));
+    }
+
+    let mut out = String::with_capacity(256);
+    write_canonical(&Value::Object(doc), &mut out);
+    Some(out)
+}
+
+#[test]
+fn direct_canonical_form_matches_the_tree_form() {
+    let cases = [
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        json!({"model": "m", "messages": [
+            {"role": "system", "content": "be \"terse\"\n", "name": "sys"},
+            {"role": "user", "content": [{"type": "text", "text": "one part"}]},
+            {"role": "user", "content": [{"type": "text", "text": "a"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+            {"role": "tool", "content": "42", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "x", "refusal": "no", "reasoning_content": "hmm"},
+            {"role": "user", "content": "y", "vendor_field": {"b": 2, "a": [1.0, 2.5]}}
+        ],
+        "temperature": 0.7, "top_p": 1.0, "max_tokens": 64, "seed": -3, "n": 1,
+        "stop": ["b", "a"], "parallel_tool_calls": false,
+        "response_format": {"type": "json_object"},
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "logprobs": true, "top_logprobs": 2, "user": "u", "zeta": null, "alpha": {"z": 1, "a": 0}}),
+        json!({"model": "m", "messages": [], "max_completion_tokens": 7, "stop": "x", "n": 0,
+            "temperature": 0, "response_format": {"type": "text"}, "tools": []}),
+    ];
+    for case in cases {
+        let req = parse(case);
+        let direct = canonical_form(&req, MODEL).unwrap();
+        assert_eq!(direct, canonical_form_via_tree(&req, MODEL).unwrap());
+        let _: Value = serde_json::from_str(&direct).expect("the form is JSON");
     }
 }
 

@@ -42,6 +42,8 @@ pub struct AnthropicProvider {
     /// `anthropic-version` and configured extra headers, parsed once.
     headers: HeaderMap,
     timeouts: Timeouts,
+    /// Each configured key's auth header, built once.
+    key_headers: h::KeyHeaders,
     /// Anthropic requires `max_tokens`; this fills it when a canonical request has none.
     default_max_tokens: u32,
     models: Vec<String>,
@@ -86,6 +88,7 @@ impl AnthropicProvider {
             models_url: Endpoint::new(&cfg.name, models_url)?,
             headers,
             timeouts: cfg.timeouts,
+            key_headers: h::KeyHeaders::new(&cfg.name, "", &cfg.keys)?,
             default_max_tokens,
             models: cfg.models.clone(),
         })
@@ -99,7 +102,7 @@ impl AnthropicProvider {
     ) -> Result<h::RequestBuilder<'_>> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
-            headers.insert("x-api-key", h::secret_header(&self.name, "", key)?);
+            headers.insert("x-api-key", self.key_headers.get(&self.name, key)?);
         }
         forward_request_id(&mut headers, ctx);
         Ok(self.client.request(method, url, headers))

@@ -352,3 +352,48 @@ async fn openai_answers_are_forwarded_byte_for_byte() {
     }
     assert_eq!(fo.request_count(), 1);
 }
+
+/// Streamed chunks go out as the upstream wrote them too, unless weir had to change one: the
+/// usage chunk weir asked for on the client's behalf is dropped, and a content chunk that
+/// carried usage loses it (and so is written afresh).
+#[tokio::test]
+async fn openai_stream_chunks_are_forwarded_byte_for_byte() {
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = Gateway::start(&format!(
+        "  api_keys: [\"gw-key\"]\nretry:\n  max_retries: 0\nproviders:\n  oai:\n    kind: openai\n    base_url: {}\n    api_key: sk-oai-upstream\n",
+        fo.v1()
+    ))
+    .await;
+    // Unusual key order, a vendor field and a float weir's encoder would write differently.
+    let first = r#"{"choices":[{"delta":{"role":"assistant","content":"hi"},"index":0,"finish_reason":null}],"x_vendor":{"score":1.50},"id":"c1","created":1,"model":"gpt-4o","object":"chat.completion.chunk"}"#;
+    let with_usage = r#"{"choices":[{"delta":{"content":"!"},"index":0,"finish_reason":"stop"}],"id":"c1","created":1,"model":"gpt-4o","usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+    let usage_only = r#"{"choices":[],"id":"c1","created":1,"model":"gpt-4o","usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+    fo.set_default(Reply::sse(format!(
+        "data: {first}\n\ndata: {with_usage}\n\ndata: {usage_only}\n\ndata: [DONE]\n\n"
+    )));
+    let body = json!({"model": "oai/gpt-4o", "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let res = gw
+        .post("/v1/chat/completions")
+        .bearer_auth("gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    let frames: Vec<&str> = text
+        .split("\n\n")
+        .filter(|f| !f.is_empty())
+        .map(|f| f.strip_prefix("data: ").unwrap())
+        .collect();
+    assert_eq!(frames.len(), 3, "{text}");
+    assert_eq!(frames[0], first, "unchanged: forwarded as received");
+    let rewritten: serde_json::Value = serde_json::from_str(frames[1]).unwrap();
+    assert!(
+        rewritten.get("usage").is_none(),
+        "the client did not ask for usage"
+    );
+    assert_eq!(rewritten["choices"][0]["delta"]["content"], "!");
+    assert_eq!(frames[2], "[DONE]");
+}

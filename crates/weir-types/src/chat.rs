@@ -623,6 +623,55 @@ pub struct ChatChunk {
     pub service_tier: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
+    /// This chunk's JSON exactly as an upstream sent it, kept so a gateway can forward the
+    /// bytes instead of serialising the fields again. Set by whoever parsed the chunk, never
+    /// serialised, and ignored by `==`. Whoever changes a received chunk's fields must
+    /// [`clear`](ReceivedJson::clear) it, or the old bytes would be sent.
+    #[serde(skip)]
+    pub received: ReceivedJson,
+}
+
+/// The JSON text a value was parsed from, if it is known, shared rather than copied when the
+/// value is cloned.
+///
+/// Always equal to any other: it is a copy of the fields next to it, not part of the value.
+#[derive(Clone, Default)]
+pub struct ReceivedJson(Option<std::sync::Arc<str>>);
+
+impl ReceivedJson {
+    /// Keep `json` as received; kept empty when it spans lines, which a single SSE `data:`
+    /// line could not carry.
+    pub fn new(json: &str) -> Self {
+        // memchr: `str::contains` with a char set goes char by char, which cost more than
+        // the serialisation this saves.
+        let one_line = memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_none();
+        Self(one_line.then(|| json.into()))
+    }
+
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Forget the text: the value no longer matches it.
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl PartialEq for ReceivedJson {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ReceivedJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The text is the user's completion; its size is enough to debug with.
+        match &self.0 {
+            Some(json) => write!(f, "ReceivedJson({} bytes)", json.len()),
+            None => f.write_str("ReceivedJson(None)"),
+        }
+    }
 }
 
 deserialize_keeping_extra!(
@@ -636,6 +685,7 @@ deserialize_keeping_extra!(
         "service_tier" => service_tier,
     },
     or_else { "object" => object = object_chat_completion_chunk },
+    not_read { received },
 );
 
 impl ChatChunk {
@@ -651,6 +701,7 @@ impl ChatChunk {
             system_fingerprint: None,
             service_tier: None,
             extra: Extra::new(),
+            received: ReceivedJson::default(),
         }
     }
 

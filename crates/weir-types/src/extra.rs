@@ -62,7 +62,8 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// - `required`: an error names the key when it is missing;
 /// - `optional`: `Default::default()` when missing (`None` for options), as
 ///   `#[serde(default)]` does;
-/// - `or_else`: the named function gives the value when missing.
+/// - `or_else`: the named function gives the value when missing;
+/// - `not_read`: fields that are not in the JSON at all, left at their `Default`.
 ///
 /// A known key given twice is an error, as with the derive.
 macro_rules! deserialize_keeping_extra {
@@ -71,6 +72,7 @@ macro_rules! deserialize_keeping_extra {
         $(required { $($rkey:literal => $rfield:ident),* $(,)? },)?
         $(optional { $($okey:literal => $ofield:ident),* $(,)? },)?
         $(or_else { $($dkey:literal => $dfield:ident = $dfn:path),* $(,)? },)?
+        $(not_read { $($nfield:ident),* $(,)? },)?
     ) => {
         impl<'de> serde::Deserialize<'de> for $ty {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -119,6 +121,7 @@ macro_rules! deserialize_keeping_extra {
                             $($($rfield: $rfield.ok_or_else(|| A::Error::missing_field($rkey))?,)*)?
                             $($($ofield: $ofield.unwrap_or_default(),)*)?
                             $($($dfield: $dfield.unwrap_or_else($dfn),)*)?
+                            $($($nfield: Default::default(),)*)?
                             extra,
                         })
                     }
@@ -175,6 +178,28 @@ mod tests {
         assert_eq!(c.object, "chat.completion.chunk");
         assert!(c.choices.is_empty() && c.usage.is_none() && c.service_tier.is_none());
         assert!(c.extra.is_empty(), "null known fields are not extras");
+    }
+
+    #[test]
+    fn received_json_is_kept_only_when_one_line_and_never_compared_or_serialised() {
+        use crate::chat::ReceivedJson;
+        assert!(ReceivedJson::new("{\"a\":1}").get().is_some());
+        let multi_line = ReceivedJson::new("{\n\"a\":1}");
+        assert!(multi_line.get().is_none(), "could not be one data: line");
+        assert!(ReceivedJson::new("{\"a\":1}\r").get().is_none());
+        let text = r#"{"id":"c","created":1,"model":"m"}"#;
+        let parsed: ChatChunk = serde_json::from_str(text).unwrap();
+        assert!(
+            parsed.received.get().is_none(),
+            "only the parser's caller sets it"
+        );
+        let mut kept = parsed.clone();
+        kept.received = ReceivedJson::new(text);
+        assert_eq!(kept, parsed);
+        assert!(!serde_json::to_string(&kept).unwrap().contains("received"));
+        assert_eq!(format!("{:?}", kept.received), "ReceivedJson(34 bytes)");
+        kept.received.clear();
+        assert!(kept.received.get().is_none());
     }
 
     #[test]

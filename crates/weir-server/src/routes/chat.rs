@@ -110,7 +110,12 @@ impl Framer for ChunkFramer {
                     self.prompt_tokens = u.prompt_tokens;
                     self.completion_tokens = u.completion_tokens;
                 }
-                (sse::json_data_frame(&chunk), false)
+                // Forwarded as the upstream sent it when nothing changed it; else serialised.
+                let frame = match chunk.received.get() {
+                    Some(json) => sse::data_frame(json.as_bytes()),
+                    None => sse::json_data_frame(&chunk),
+                };
+                (frame, false)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stream failed mid-way");

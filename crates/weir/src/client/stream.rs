@@ -207,6 +207,8 @@ impl Stream for ChatStream {
                         if !this.pass_usage {
                             let mut chunk = chunk;
                             chunk.usage = None;
+                            // Changed: the bytes as received no longer match.
+                            chunk.received.clear();
                             return Poll::Ready(Some(Ok(chunk)));
                         }
                     }

@@ -14,7 +14,7 @@ use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 use weir_types::Extra;
-use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse, StreamOptions};
+use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse, ReceivedJson, StreamOptions};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 use weir_types::models::{Model, ModelList};
 
@@ -360,7 +360,11 @@ fn parse_chunk(provider: &str, ev: &SseEvent) -> Parsed {
         Ok(chunk) if chunk.extra.get("error").is_some_and(|e| !e.is_null()) => {
             Parsed::Error(stream_error(provider, data))
         }
-        Ok(chunk) if ev.event != "error" => Parsed::Chunk(Box::new(chunk)),
+        Ok(mut chunk) if ev.event != "error" => {
+            // Kept so the gateway can forward the upstream's bytes unchanged.
+            chunk.received = ReceivedJson::new(data);
+            Parsed::Chunk(Box::new(chunk))
+        }
         _ => {
             let v = serde_json::from_str::<serde_json::Value>(data).ok();
             if ev.event == "error" || v.as_ref().is_some_and(|v| v.get("error").is_some()) {

@@ -143,15 +143,7 @@ pub fn canonical_form(req: &ChatRequest, resolved_model: &str) -> Option<String>
     let stop = req.stop_sequences();
     if !stop.is_empty() {
         // Order is kept: it is what the client sent, and normalising it buys almost nothing.
-        let out = doc.key("stop");
-        out.push('[');
-        for (i, s) in stop.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            write_string(s, out);
-        }
-        out.push(']');
+        write_array(&stop, doc.key("stop"), |s, out| write_string(s, out));
     }
     if let Some(t) = req.temperature {
         write_number(&Number::from_f64(t)?, doc.key("temperature"));
@@ -277,6 +269,22 @@ fn content_value(content: &MessageContent) -> Option<Value> {
     }
 }
 
+/// `[a,b,...]`, each item written by `write`.
+fn write_array<T>(
+    items: impl IntoIterator<Item = T>,
+    out: &mut String,
+    mut write: impl FnMut(T, &mut String),
+) {
+    out.push('[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write(item, out);
+    }
+    out.push(']');
+}
+
 /// Sorted-key, whitespace-free JSON with normalised numbers.
 fn write_canonical(value: &Value, out: &mut String) {
     match value {
@@ -284,16 +292,7 @@ fn write_canonical(value: &Value, out: &mut String) {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => write_number(n, out),
         Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
+        Value::Array(items) => write_array(items, out, write_canonical),
         Value::Object(map) => {
             // Sorted here rather than trusting `Map`: with serde_json's `preserve_order`
             // feature (which any crate in the build can switch on) it keeps insertion order.

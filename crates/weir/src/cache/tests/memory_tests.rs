@@ -89,7 +89,7 @@ async fn zero_ttl_stores_nothing_and_replaces() {
 
 #[tokio::test]
 async fn bytes_stay_under_the_bound() {
-    let cap = 4_000;
+    let cap = 10_000;
     let store = MemoryStore::new(cap);
     for i in 0..100 {
         let k = key("m", &format!("{i:04}"));
@@ -101,8 +101,8 @@ async fn bytes_stay_under_the_bound() {
     let stats = store.stats().await.unwrap();
     assert!(stats.bytes <= cap, "{stats:?}");
     assert!(stats.entries > 0 && stats.entries < 100, "{stats:?}");
-    // Weight counts value, flat key and model: 200 + len("v1:shared:m:0000") + 1.
-    let per_entry = 200 + "v1:shared:m:0000".len() as u64 + 1;
+    // Weight counts value, flat key, model and the per-entry overhead.
+    let per_entry = 200 + "v1:shared:m:0000".len() as u64 + 1 + ENTRY_OVERHEAD as u64;
     assert_eq!(stats.bytes, stats.entries * per_entry);
 }
 

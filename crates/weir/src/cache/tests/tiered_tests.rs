@@ -209,7 +209,7 @@ async fn stats_add_up() {
     assert_eq!(tiers, vec![("l1", "memory", 1, 2), ("l2", "sqlite", 1, 1)]);
     assert_eq!(
         s.tiers[0].bytes,
-        100 + key("m", "d").flat().len() as u64 + 1
+        100 + key("m", "d").flat().len() as u64 + 1 + crate::cache::memory::ENTRY_OVERHEAD as u64
     );
 
     let json = serde_json::to_value(cache.stats().await).unwrap();

@@ -51,10 +51,12 @@ const NON_DECIDING_EXTRAS: &[&str] = &[
 /// The cache key of `req` once its model resolved to `resolved_model`, in tenant `namespace`;
 /// `None` when the request must not be cached (`n > 1`).
 pub fn cache_key(req: &ChatRequest, resolved_model: &str, namespace: &str) -> Option<CacheKey> {
+    // The hasher keyed by the context is derived once: deriving it hashes the context, which
+    // cost about as much as hashing a short prompt. A clone gives the same digest.
+    static KEYED: std::sync::LazyLock<blake3::Hasher> =
+        std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(KEY_CONTEXT));
     let canonical = canonical_form(req, resolved_model)?;
-    let digest = blake3::Hasher::new_derive_key(KEY_CONTEXT)
-        .update(canonical.as_bytes())
-        .finalize();
+    let digest = KEYED.clone().update(canonical.as_bytes()).finalize();
     Some(CacheKey {
         namespace: namespace.to_owned(),
         model: resolved_model.to_owned(),

@@ -105,16 +105,29 @@ struct StoredEntry<'a> {
 impl CachedResponse {
     fn read(entry: &Bytes) -> serde_json::Result<Self> {
         // Text once, then `from_str`: cheaper than `from_slice` checking string by string.
-        let stored: StoredEntry<'_> = match std::str::from_utf8(entry) {
-            Ok(text) => serde_json::from_str(text)?,
-            Err(_) => serde_json::from_slice(entry)?,
+        let Ok(text) = std::str::from_utf8(entry) else {
+            // Not UTF-8, so not an entry: let serde say where it breaks.
+            return Err(serde_json::from_slice::<StoredEntry<'_>>(entry)
+                .err()
+                .unwrap_or_else(|| serde::de::Error::custom("a cache entry that is not UTF-8")));
         };
-        let json = stored.response.get();
+        let (provider, upstream_model, json) = match split_entry(text) {
+            Some(parts) => parts,
+            None => {
+                let stored: StoredEntry<'_> = serde_json::from_str(text)?;
+                (
+                    stored.provider,
+                    stored.upstream_model,
+                    stored.response.get(),
+                )
+            }
+        };
         Ok(Self {
+            // Parsing the answer also checks it is whole: a cut entry is an error, so a miss.
             response: serde_json::from_str(json)?,
             response_json: entry.slice_ref(json.as_bytes()),
-            provider: stored.provider,
-            upstream_model: stored.upstream_model,
+            provider,
+            upstream_model,
         })
     }
 
@@ -132,6 +145,22 @@ impl CachedResponse {
         out.push(b'}');
         Bytes::from(out)
     }
+}
+
+/// The parts of an entry laid out as [`CachedResponse::write`] writes it, found without
+/// reading the answer: a `RawValue` has to scan the answer to find its end, which was a
+/// quarter of a cache hit. `None` for any other layout, which the general parse reads.
+fn split_entry(text: &str) -> Option<(String, String, &str)> {
+    fn string_after<'t>(text: &'t str, prefix: &str) -> Option<(String, &'t str)> {
+        let rest = text.strip_prefix(prefix)?;
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+        let value = values.next()?.ok()?;
+        Some((value, rest.get(values.byte_offset()..)?))
+    }
+    let (provider, rest) = string_after(text, "{\"provider\":")?;
+    let (upstream_model, rest) = string_after(rest, ",\"upstream_model\":")?;
+    let json = rest.strip_prefix(",\"response\":")?.strip_suffix('}')?;
+    Some((provider, upstream_model, json))
 }
 
 /// The cache tiers, flights and semantic index of one client.
@@ -691,5 +720,29 @@ mod tests {
         assert_eq!(&read.response_json[..], &answer[..]);
         assert_eq!(read.response.id, "c1");
         assert!(CachedResponse::read(&Bytes::from_static(b"{\"provider\":1}")).is_err());
+    }
+
+    /// Entries in another layout (fields reordered, spaces) still read, by the general parse;
+    /// cut or broken ones are errors (misses), never a wrong answer.
+    #[test]
+    fn entries_in_any_layout_read_and_broken_ones_do_not() {
+        let answer =
+            r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[]}"#;
+        let other =
+            format!(r#"{{ "response": {answer}, "upstream_model": "u", "provider": "p" }}"#);
+        let read = CachedResponse::read(&Bytes::from(other)).unwrap();
+        assert_eq!(
+            (read.provider.as_str(), read.upstream_model.as_str()),
+            ("p", "u")
+        );
+        assert_eq!(&read.response_json[..], answer.as_bytes());
+        let entry = CachedResponse::write("p", "u", answer.as_bytes());
+        for cut in [entry.len() - 1, entry.len() - 3, 30] {
+            assert!(
+                CachedResponse::read(&entry.slice(..cut)).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(CachedResponse::read(&Bytes::from_static(b"\xff\xfe")).is_err());
     }
 }

@@ -315,6 +315,16 @@ async fn client_disconnect_cancels_the_upstream_request() {
     );
 }
 
+/// `POST /v1/chat/completions` with the gateway key these tests configure.
+async fn post_chat(gw: &Gateway, body: &Value) -> reqwest::Response {
+    gw.post("/v1/chat/completions")
+        .bearer_auth("gw-key")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// An OpenAI-compatible answer goes out as the upstream wrote it (not decoded and encoded
 /// again): byte for byte, through a miss and then through a cache hit.
 #[tokio::test]
@@ -338,13 +348,7 @@ async fn openai_answers_are_forwarded_byte_for_byte() {
     let body = json!({"model": "oai/gpt-4o", "temperature": 0,
                       "messages": [{"role": "user", "content": "hi"}]});
     for expected_cache in ["miss", "hit"] {
-        let res = gw
-            .post("/v1/chat/completions")
-            .bearer_auth("gw-key")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = post_chat(&gw, &body).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["x-weir-cache"], expected_cache);
         assert_eq!(res.headers()["content-type"], "application/json");
@@ -373,13 +377,7 @@ async fn openai_stream_chunks_are_forwarded_byte_for_byte() {
     )));
     let body = json!({"model": "oai/gpt-4o", "stream": true,
                       "messages": [{"role": "user", "content": "hi"}]});
-    let res = gw
-        .post("/v1/chat/completions")
-        .bearer_auth("gw-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let res = post_chat(&gw, &body).await;
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
     let frames: Vec<&str> = text

@@ -38,14 +38,11 @@ pub struct Served {
 /// proxied request.
 fn fresh_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
     let mut id = String::with_capacity(28);
     id.push_str("req_");
-    let (high, low) = (fastrand::u64(..), fastrand::u32(..));
-    for shift in (0..64).step_by(4).rev() {
-        id.push(char::from(HEX[(high >> shift) as usize & 0xf]));
-    }
-    for shift in (0..32).step_by(4).rev() {
-        id.push(char::from(HEX[(low >> shift) as usize & 0xf]));
+    for shift in (0..96).step_by(4).rev() {
+        id.push(char::from(HEX[(bits >> shift) as usize & 0xf]));
     }
     id
 }
@@ -147,5 +144,23 @@ pub async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Re
         .flavor(flavor)
         .closing()
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fresh_ids_are_req_and_24_hex_digits_and_differ() {
+        let (a, b) = (super::fresh_id(), super::fresh_id());
+        for id in [&a, &b] {
+            let hex = id.strip_prefix("req_").unwrap_or_default();
+            assert_eq!(hex.len(), 24, "{id}");
+            assert!(
+                hex.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+        }
+        assert_ne!(a, b);
     }
 }

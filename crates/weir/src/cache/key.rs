@@ -209,12 +209,9 @@ fn write_message(message: &Message, out: &mut String) -> Option<()> {
 
 /// Content as the model sees it: a single text part is the same prompt as a plain string.
 fn write_content(content: &MessageContent, out: &mut String) -> Option<()> {
-    match content {
-        MessageContent::Text(text) => write_string(text, out),
-        MessageContent::Parts(parts) => match parts.as_slice() {
-            [ContentPart::Text { text }] => write_string(text, out),
-            _ => write_canonical(&serde_json::to_value(parts).ok()?, out),
-        },
+    match plain_text(content) {
+        Some(text) => write_string(text, out),
+        None => write_canonical(&content_value(content)?, out),
     }
     Some(())
 }
@@ -260,14 +257,23 @@ fn write_sorted_object(entries: Vec<(&String, &Value)>, out: &mut String) {
     out.push('}');
 }
 
-/// Content as the model sees it: a single text part is the same prompt as a plain string.
-fn content_value(content: &MessageContent) -> Option<Value> {
+/// The content's text when it is plain text: a string, or a single text part (the same
+/// prompt as a plain string).
+fn plain_text(content: &MessageContent) -> Option<&str> {
     match content {
-        MessageContent::Text(text) => Some(Value::String(text.clone())),
+        MessageContent::Text(text) => Some(text),
         MessageContent::Parts(parts) => match parts.as_slice() {
-            [ContentPart::Text { text }] => Some(Value::String(text.clone())),
-            _ => serde_json::to_value(parts).ok(),
+            [ContentPart::Text { text }] => Some(text),
+            _ => None,
         },
+    }
+}
+
+/// Content as the model sees it, as JSON (see [`plain_text`]).
+fn content_value(content: &MessageContent) -> Option<Value> {
+    match plain_text(content) {
+        Some(text) => Some(Value::String(text.to_owned())),
+        None => serde_json::to_value(content).ok(),
     }
 }
 

@@ -66,7 +66,7 @@ pub fn header_map(provider: &str, pairs: &[(String, String)]) -> Result<HeaderMa
 
 /// The auth header of each configured key, built once: a request picks its key's value (a
 /// shared-bytes clone) instead of formatting and validating a header every time.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct KeyHeaders {
     prefix: &'static str,
     built: Vec<(SecretString, HeaderValue)>,

@@ -14,7 +14,8 @@
 //! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
 //!   keys).
 //!
-//! Middleware, outer -> inner: panic catch -> request id -> access log -> auth -> handler.
+//! Every request passes through [`Gateway`]: request id, gateway auth, panic containment and
+//! the access log, in one service around the routes.
 
 pub mod error;
 pub mod extract;
@@ -28,16 +29,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, Flavor};
+pub use middleware::Gateway;
 pub use state::AppState;
 
 /// Why the server could not run.
@@ -54,9 +54,10 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The whole application, ready for `oneshot` in tests or for [`Server`].
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The whole application, ready for `oneshot` in tests or for [`Server`]: the routes behind
+/// the [`Gateway`]'s per-request handling.
+pub fn router(state: AppState) -> Gateway {
+    let routes = Router::new()
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/chat/completions", post(routes::chat::completions))
         .route("/v1/embeddings", post(routes::embeddings::create))
@@ -75,16 +76,10 @@ pub fn router(state: AppState) -> Router {
         .route("/cache", axum::routing::delete(routes::admin::clear_cache))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::auth,
-        ))
-        .layer(axum::middleware::from_fn(middleware::access_log))
-        .layer(axum::middleware::from_fn(middleware::request_id))
-        .layer(CatchPanicLayer::custom(on_panic))
-        // Bodies are read by our extractor with the configured limit and our error shape.
-        .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        // Bodies are read by our own extractor, with the configured limit and our error
+        // shape, so axum's default body limit never applies.
+        .with_state(state.clone());
+    Gateway::new(routes, state)
 }
 
 async fn not_found(req: axum::extract::Request) -> axum::response::Response {
@@ -110,16 +105,6 @@ async fn method_not_allowed(req: axum::extract::Request) -> axum::response::Resp
     )
     .flavor(Flavor::for_path(&path))
     .closing()
-    .into_response()
-}
-
-fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    tracing::error!("a request handler panicked; the server carries on");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "api_error",
-        "internal error in weir; the request was not completed. Please report it with the x-request-id",
-    )
     .into_response()
 }
 
@@ -189,9 +174,9 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let graceful = token.clone();
-        // The router is finalised once: `axum::serve` on a bare `Router` rebuilds its route
+        // One finished router, shared: `axum::serve` on a bare `Router` rebuilds its route
         // table for every connection (about 4.6 KB each, held for the connection's life).
-        let server = axum::serve(listener, app.into_make_service())
+        let server = axum::serve(listener, tower::make::Shared::new(app))
             .with_graceful_shutdown(async move { graceful.cancelled().await });
         let deadline = async {
             token.cancelled().await;

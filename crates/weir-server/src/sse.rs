@@ -192,7 +192,7 @@ pub fn data_frame(json: &[u8]) -> Bytes {
 pub fn json_data_frame<T: serde::Serialize>(value: &T) -> Bytes {
     let mut buf = Vec::with_capacity(384);
     buf.extend_from_slice(b"data: ");
-    if serde_json::to_writer(&mut buf, value).is_err() {
+    if weir::json::extend(&mut buf, value).is_err() {
         buf.truncate(6);
         buf.extend_from_slice(b"{}");
     }

@@ -219,8 +219,8 @@ impl Message {
     }
 }
 
-/// Message content: a plain string or a list of typed parts.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Message content: a plain string or a list of typed parts. Read by `content.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),
@@ -243,8 +243,8 @@ impl MessageContent {
     }
 }
 
-/// One part of multi-part content.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One part of multi-part content. Read by `content.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentPart {
     Text { text: String },

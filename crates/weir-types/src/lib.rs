@@ -24,6 +24,7 @@
 
 pub mod anthropic;
 pub mod chat;
+mod content;
 pub mod embeddings;
 pub mod error;
 mod extra;

@@ -40,6 +40,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod json;
 pub mod messages;
 pub mod pool;
 pub mod pricing;

@@ -125,7 +125,7 @@ impl Framer for EventFramer {
     fn frame(&mut self, item: Self::Item) -> (Bytes, bool) {
         match item {
             Ok(ev) => {
-                let json = serde_json::to_vec(&ev).unwrap_or_default();
+                let json = weir::json::to_vec(&ev).unwrap_or_default();
                 (sse::event_frame(ev.event_name(), &json), false)
             }
             Err(e) => {

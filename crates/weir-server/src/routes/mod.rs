@@ -23,7 +23,7 @@ use weir::ResponseMeta;
 
 /// A 200 JSON response serialised in one go.
 pub fn json_response<T: Serialize>(body: &T) -> Response {
-    match serde_json::to_vec(body) {
+    match weir::json::to_vec(body) {
         Ok(bytes) => json_bytes_response(bytes.into()),
         Err(e) => crate::error::ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

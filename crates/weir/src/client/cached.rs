@@ -379,7 +379,7 @@ impl Client {
         let serialised;
         let response_json = match received {
             Some(bytes) => bytes.as_ref(),
-            None => match serde_json::to_vec(response) {
+            None => match crate::json::to_vec(response) {
                 Ok(b) => {
                     serialised = b;
                     serialised.as_slice()

@@ -14,7 +14,10 @@ use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method};
 use url::Url;
 use weir_types::Extra;
-use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse, ReceivedJson, StreamOptions};
+use weir_types::chat::{
+    ChatChunk, ChatRequest, ChatResponse, Message, ReceivedJson, ResponseFormat, Stop, Tool,
+    ToolChoice,
+};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 use weir_types::models::{Model, ModelList};
 
@@ -107,7 +110,7 @@ impl OpenAiProvider {
     ) -> Result<h::RequestBuilder<'_>> {
         // Serialised here, not by the transport, so a failure is an invalid request, not a
         // connection error, and the body goes out with a Content-Length in one write.
-        let bytes = serde_json::to_vec(body)
+        let bytes = crate::json::to_vec(body)
             .map_err(|e| Error::invalid_request(format!("could not serialise the request: {e}")))?;
         Ok(self
             .request(Method::POST, url, ctx)?
@@ -162,28 +165,120 @@ pub(crate) fn forward_request_id(headers: &mut HeaderMap, ctx: &CallContext) {
 /// The outgoing body of a non-streamed chat: the upstream model, `stream: false`, and no
 /// `stream_options` (OpenAI rejects them without `stream: true`). Everything else, unknown
 /// fields included, goes through untouched.
-pub fn chat_body(req: &ChatRequest, upstream_model: &str) -> ChatRequest {
-    let mut body = req.clone();
-    body.model = upstream_model.to_owned();
-    body.stream = Some(false);
-    body.stream_options = None;
-    body
+pub fn chat_body<'a>(req: &'a ChatRequest, upstream_model: &'a str) -> OutgoingChat<'a> {
+    OutgoingChat::new(req, upstream_model, None)
 }
 
 /// The outgoing body of a streamed chat: `stream: true` and `include_usage: true` whatever
 /// the client asked (weir needs usage for accounting; it strips the chunk later if the client
 /// did not ask), other stream options kept.
-pub fn chat_stream_body(req: &ChatRequest, upstream_model: &str) -> ChatRequest {
-    let mut body = req.clone();
-    body.model = upstream_model.to_owned();
-    body.stream = Some(true);
-    let mut options = body.stream_options.take().unwrap_or(StreamOptions {
-        include_usage: None,
-        extra: Extra::new(),
-    });
-    options.include_usage = Some(true);
-    body.stream_options = Some(options);
-    body
+pub fn chat_stream_body<'a>(req: &'a ChatRequest, upstream_model: &'a str) -> OutgoingChat<'a> {
+    let extra = req.stream_options.as_ref().map(|o| &o.extra);
+    let options = OutgoingStreamOptions {
+        include_usage: true,
+        extra,
+    };
+    OutgoingChat::new(req, upstream_model, Some(options))
+}
+
+/// A chat request as it goes upstream: the client's request, by reference, with the upstream
+/// model and weir's stream settings in place of the client's. It serialises as the request
+/// would with those fields changed; borrowing instead of cloning keeps a long conversation
+/// from being copied on every attempt.
+#[derive(Debug, serde::Serialize)]
+pub struct OutgoingChat<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a Vec<Tool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a ResponseFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a Extra>,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<OutgoingStreamOptions<'a>>,
+    #[serde(flatten)]
+    extra: &'a Extra,
+}
+
+/// `include_usage: true` and the client's other stream options.
+#[derive(Debug, serde::Serialize)]
+struct OutgoingStreamOptions<'a> {
+    include_usage: bool,
+    #[serde(flatten)]
+    extra: Option<&'a Extra>,
+}
+
+impl<'a> OutgoingChat<'a> {
+    fn new(
+        req: &'a ChatRequest,
+        upstream_model: &'a str,
+        stream_options: Option<OutgoingStreamOptions<'a>>,
+    ) -> Self {
+        // Every field by name, so a field added to `ChatRequest` fails to compile here until
+        // it is sent upstream too.
+        let ChatRequest {
+            model: _,
+            messages,
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
+            temperature,
+            top_p,
+            max_tokens,
+            max_completion_tokens,
+            stop,
+            seed,
+            n,
+            user,
+            metadata,
+            stream: _,
+            stream_options: _,
+            extra,
+        } = req;
+        Self {
+            model: upstream_model,
+            messages,
+            tools: tools.as_ref(),
+            tool_choice: tool_choice.as_ref(),
+            parallel_tool_calls: *parallel_tool_calls,
+            response_format: response_format.as_ref(),
+            temperature: *temperature,
+            top_p: *top_p,
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            stop: stop.as_ref(),
+            seed: *seed,
+            n: *n,
+            user: user.as_deref(),
+            metadata: metadata.as_ref(),
+            stream: stream_options.is_some(),
+            stream_options,
+            extra,
+        }
+    }
 }
 
 #[async_trait]
@@ -402,7 +497,65 @@ fn interrupted(provider: &str, message: String) -> Error {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use weir_types::chat::Message;
+    use weir_types::chat::StreamOptions;
+
+    /// The body as weir built it before it borrowed: a clone of the request with the fields
+    /// changed. The borrowed body must serialise to the same bytes.
+    fn cloned_body(req: &ChatRequest, model: &str, stream: bool) -> String {
+        let mut body = req.clone();
+        body.model = model.to_owned();
+        body.stream = Some(stream);
+        if stream {
+            let mut options = body.stream_options.take().unwrap_or(StreamOptions {
+                include_usage: None,
+                extra: Extra::new(),
+            });
+            options.include_usage = Some(true);
+            body.stream_options = Some(options);
+        } else {
+            body.stream_options = None;
+        }
+        serde_json::to_string(&body).unwrap()
+    }
+
+    #[test]
+    fn borrowed_bodies_serialise_as_the_changed_request_would() {
+        let cases = [
+            serde_json::json!({"model": "a/m", "messages": [{"role": "user", "content": "hi"}]}),
+            serde_json::json!({"model": "a/m", "messages": [
+                {"role": "system", "content": "be \"terse\"", "name": "sys"},
+                {"role": "user", "content": [{"type": "text", "text": "a"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function",
+                    "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "content": "42", "tool_call_id": "c1"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": "auto", "parallel_tool_calls": false,
+            "response_format": {"type": "json_object"}, "temperature": 0.7, "top_p": 1.0,
+            "max_tokens": 64, "max_completion_tokens": 60, "stop": ["b", "a"], "seed": -3, "n": 1,
+            "user": "u", "metadata": {"k": "v"}, "stream": true,
+            "stream_options": {"include_usage": false, "vendor_option": 1},
+            "logprobs": true, "zeta": null}),
+            serde_json::json!({"model": "a/m", "messages": [], "stream": false, "stop": "x",
+                "stream_options": {"vendor_option": 2}}),
+        ];
+        for case in cases {
+            let req: ChatRequest = serde_json::from_value(case).unwrap();
+            for stream in [false, true] {
+                let body = if stream {
+                    chat_stream_body(&req, "gpt-4o")
+                } else {
+                    chat_body(&req, "gpt-4o")
+                };
+                let sent = crate::json::to_vec(&body).unwrap();
+                assert_eq!(
+                    String::from_utf8(sent).unwrap(),
+                    cloned_body(&req, "gpt-4o", stream)
+                );
+            }
+        }
+    }
 
     fn ev(data: &str) -> SseEvent {
         SseEvent {

@@ -435,10 +435,33 @@ fn direct_canonical_form_matches_the_tree_form() {
 
 proptest::proptest! {
     #[test]
-    fn any_string_is_escaped_as_before(s in "\\PC*|[\\x00-\\x20\"\\\\]*|.*") {
+    fn any_string_is_escaped_as_before(
+        s in "\\PC*|[\\x00-\\x20\"\\\\]*|.*|([a-zé漢 ]{0,11}[\\x00-\\x1f\"\\\\\\x7f]?){0,6}"
+    ) {
         let (mut new, mut old) = (String::new(), String::new());
         write_string(&s, &mut new);
         write_string_char_by_char(&s, &mut old);
         proptest::prop_assert_eq!(new, old);
+    }
+}
+
+#[test]
+fn the_word_test_finds_every_byte_that_needs_escaping_wherever_it_sits() {
+    for b in 0..=u8::MAX {
+        let must = b < 0x20 || b == b'"' || b == b'\\';
+        for pos in 0..8 {
+            let mut word = [b'a'; 8];
+            word[pos] = b;
+            let flagged = may_need_escape(u64::from_le_bytes(word));
+            assert!(flagged || !must, "byte {b:#04x} at {pos} missed");
+        }
+    }
+    // Plain text, ASCII or not, goes the fast way.
+    for plain in [
+        *b"abcdefgh",
+        *b"The fox ",
+        [0xe6, 0xbc, 0xa2, 0xe5, 0xad, 0x97, b' ', b'~'],
+    ] {
+        assert!(!may_need_escape(u64::from_le_bytes(plain)));
     }
 }

@@ -113,7 +113,7 @@ impl AnthropicProvider {
         body: &MessagesRequest,
         ctx: &CallContext,
     ) -> Result<h::RequestBuilder<'_>> {
-        let bytes = serde_json::to_vec(body)
+        let bytes = crate::json::to_vec(body)
             .map_err(|e| Error::invalid_request(format!("could not serialise the request: {e}")))?;
         Ok(self
             .request(Method::POST, &self.messages_url, ctx)?

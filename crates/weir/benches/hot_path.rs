@@ -15,6 +15,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use weir::pool::{Demand, KeyLimits, KeyPool, PoolConfig, PooledKey};
 use weir::provider::anthropic::convert::{from_anthropic_response, to_anthropic_request};
 use weir::provider::anthropic::stream::ChunkTranslator;
+use weir::provider::openai::chat_body;
 use weir::provider::sse::{SseDecoder, SseEvent};
 use weir::retry::RetryBudget;
 use weir_types::anthropic::{MessagesResponse, StreamEvent};
@@ -56,6 +57,27 @@ fn chat_types(c: &mut Criterion) {
     });
     g.bench_function("response_serialise", |b| {
         b.iter(|| serde_json::to_vec(black_box(&response)).unwrap())
+    });
+    g.finish();
+
+    // A 40 KB conversation: parsed, then written as the upstream body (the provider's
+    // borrowed view, through weir's JSON writer; serde_json beside it for comparison).
+    let long_json = payloads::long_chat_request_json();
+    let long: ChatRequest = serde_json::from_str(&long_json).unwrap();
+    let body = chat_body(&long, "gpt-4o");
+    let mut g = c.benchmark_group("chat_long");
+    g.throughput(Throughput::Bytes(long_json.len() as u64));
+    g.bench_function("request_parse", |b| {
+        b.iter(|| serde_json::from_str::<ChatRequest>(black_box(&long_json)).unwrap())
+    });
+    g.bench_function("upstream_body", |b| {
+        b.iter(|| weir::json::to_vec(black_box(&body)).unwrap())
+    });
+    g.bench_function("upstream_body_serde_json", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&body)).unwrap())
+    });
+    g.bench_function("cache_key", |b| {
+        b.iter(|| weir::cache::key::cache_key(black_box(&long), "openai/gpt-4o", "shared").unwrap())
     });
     g.finish();
 }

@@ -136,6 +136,46 @@ pub fn network_reads(bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// A long conversation, about 40 KB: eight turns of prose and a 20 KB `data:` image, the shape
+/// of a real agent's or RAG request. Deterministic, so runs compare.
+pub fn long_chat_request_json() -> String {
+    const WORDS: [&str; 12] = [
+        "the",
+        "gateway",
+        "routes",
+        "tokens",
+        "across",
+        "providers",
+        "while",
+        "budgets",
+        "hold",
+        "under",
+        "load",
+        "again",
+    ];
+    let mut n = 0usize;
+    let mut prose = |words: usize| {
+        let mut out = String::new();
+        for _ in 0..words {
+            n = (n * 7 + 3) % WORDS.len();
+            out.push_str(WORDS[n]);
+            out.push(' ');
+        }
+        out.push_str("\"quoted\"\nnext line");
+        out
+    };
+    let mut messages = vec![serde_json::json!({"role": "system", "content": prose(300)})];
+    for _ in 0..4 {
+        messages.push(serde_json::json!({"role": "user", "content": prose(400)}));
+        messages.push(serde_json::json!({"role": "assistant", "content": prose(300)}));
+    }
+    messages.push(serde_json::json!({"role": "user", "content": [
+        {"type": "text", "text": prose(200)},
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", "A".repeat(20_000))}},
+    ]}));
+    serde_json::json!({"model": "gpt-4o", "messages": messages, "temperature": 0.7}).to_string()
+}
+
 pub fn chat_request() -> ChatRequest {
     serde_json::from_str(CHAT_REQUEST).expect("the request payload parses")
 }

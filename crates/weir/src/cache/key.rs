@@ -55,8 +55,23 @@ pub fn cache_key(req: &ChatRequest, resolved_model: &str, namespace: &str) -> Op
     // cost about as much as hashing a short prompt. A clone gives the same digest.
     static KEYED: std::sync::LazyLock<blake3::Hasher> =
         std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(KEY_CONTEXT));
-    let canonical = canonical_form(req, resolved_model)?;
-    let digest = KEYED.clone().update(canonical.as_bytes()).finalize();
+    // Written into a buffer the thread keeps: a fresh `String` grew by doubling, eight
+    // reallocations and copies for a 40 KB conversation.
+    let digest = CANONICAL_SCRATCH.with(|scratch| {
+        let mut fresh = String::new();
+        let mut kept = scratch.try_borrow_mut();
+        let out = match kept.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut fresh,
+        };
+        out.clear();
+        let written = write_canonical_form(req, resolved_model, out);
+        let digest = written.map(|()| KEYED.clone().update(out.as_bytes()).finalize());
+        if out.capacity() > SCRATCH_KEPT_AT_MOST {
+            *out = String::new();
+        }
+        digest
+    })?;
     Some(CacheKey {
         namespace: namespace.to_owned(),
         model: resolved_model.to_owned(),
@@ -95,11 +110,24 @@ pub fn namespace_for_gateway_key(key: &str) -> String {
 /// tool choice, response format, extras, and messages that carry tool calls or extras) go
 /// through a `Value`. A test checks the bytes against the tree-based form.
 pub fn canonical_form(req: &ChatRequest, resolved_model: &str) -> Option<String> {
+    let mut out = String::with_capacity(256);
+    write_canonical_form(req, resolved_model, &mut out)?;
+    Some(out)
+}
+
+/// The largest canonical-form buffer a thread keeps between requests.
+const SCRATCH_KEPT_AT_MOST: usize = 1 << 20;
+
+thread_local! {
+    static CANONICAL_SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// [`canonical_form`], appended to `out`.
+fn write_canonical_form(req: &ChatRequest, resolved_model: &str, out: &mut String) -> Option<()> {
     if req.n.is_some_and(|n| n > 1) {
         return None;
     }
-    let mut out = String::with_capacity(256);
-    let mut doc = ObjectWriter::open(&mut out);
+    let mut doc = ObjectWriter::open(out);
     // Keys below are in byte order, as `write_canonical` would sort them.
     let extras = deciding_extras(req);
     if !extras.is_empty() {
@@ -160,7 +188,7 @@ pub fn canonical_form(req: &ChatRequest, resolved_model: &str) -> Option<String>
         write_number(&Number::from_f64(p)?, doc.key("top_p"));
     }
     doc.close();
-    Some(out)
+    Some(())
 }
 
 /// The pass-through extras that can change the answer, sorted by key.

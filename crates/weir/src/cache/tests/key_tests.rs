@@ -470,8 +470,10 @@ fn the_word_test_finds_every_byte_that_needs_escaping_wherever_it_sits() {
 fn keys_of_long_and_short_requests_in_turn_are_the_digest_of_their_canonical_form() {
     let long = "a long prompt, \"quoted\"\n ".repeat(80_000);
     for content in [long.as_str(), "short", long.as_str(), "hi"] {
-        let req = parse(json!({"model": "m", "messages": [{"role": "user", "content": content}],
-            "temperature": 0}));
+        let req = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": content}],
+            "temperature": 0}),
+        );
         let canonical = canonical_form(&req, MODEL).unwrap();
         let want = blake3::Hasher::new_derive_key(KEY_CONTEXT)
             .update(canonical.as_bytes())

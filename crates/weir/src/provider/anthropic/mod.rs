@@ -7,6 +7,7 @@
 //! complete responses) and [`stream`] (events to chunks); transport, deadlines and error
 //! mapping in [`super::http`].
 
+mod body;
 pub mod convert;
 pub mod stream;
 
@@ -108,9 +109,9 @@ impl AnthropicProvider {
         Ok(self.client.request(method, url, headers))
     }
 
-    fn post_messages(
+    fn post_messages<B: serde::Serialize + ?Sized>(
         &self,
-        body: &MessagesRequest,
+        body: &B,
         ctx: &CallContext,
     ) -> Result<h::RequestBuilder<'_>> {
         let bytes = crate::json::to_vec(body)
@@ -124,9 +125,9 @@ impl AnthropicProvider {
             .body(bytes))
     }
 
-    async fn send_messages(
+    async fn send_messages<B: serde::Serialize + ?Sized + Sync>(
         &self,
-        body: &MessagesRequest,
+        body: &B,
         ctx: &CallContext,
     ) -> Result<Upstream<MessagesResponse>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
@@ -141,9 +142,9 @@ impl AnthropicProvider {
         .await
     }
 
-    async fn send_messages_stream(
+    async fn send_messages_stream<B: serde::Serialize + ?Sized + Sync>(
         &self,
-        body: &MessagesRequest,
+        body: &B,
         ctx: &CallContext,
     ) -> Result<UpstreamStream<StreamEvent>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
@@ -231,12 +232,9 @@ impl Provider for AnthropicProvider {
         req: &MessagesRequest,
         ctx: &CallContext,
     ) -> Result<Upstream<MessagesResponse>> {
-        let mut body = req.clone();
-        body.model = ctx.upstream_model.clone();
         // A complete answer was asked for: a `stream: true` left in the body would get events.
-        if body.stream == Some(true) {
-            body.stream = None;
-        }
+        let stream = req.stream.filter(|&s| !s);
+        let body = body::OutgoingMessages::new(req, &ctx.upstream_model, stream);
         self.send_messages(&body, ctx).await
     }
 
@@ -245,9 +243,7 @@ impl Provider for AnthropicProvider {
         req: &MessagesRequest,
         ctx: &CallContext,
     ) -> Result<UpstreamStream<StreamEvent>> {
-        let mut body = req.clone();
-        body.model = ctx.upstream_model.clone();
-        body.stream = Some(true);
+        let body = body::OutgoingMessages::new(req, &ctx.upstream_model, Some(true));
         let up = self.send_messages_stream(&body, ctx).await?;
         Ok(UpstreamStream {
             stream: native_errors(self.name.clone(), up.stream),

@@ -37,6 +37,33 @@ def messages_body(model, unique=True, temperature=None, stream=False):
     return json.dumps(b)
 
 
+def long_chat_body(model):
+    """A 40 KB conversation, unique per request, temperature 0 (a cache miss whose key covers
+    all of it): eight turns of prose and a 20 KB data: image, the shape of an agent's or RAG
+    request. Deterministic, so runs compare."""
+    words = ("the gateway routes tokens across providers while budgets hold under load "
+             "again and").split()
+    state = [0]
+
+    def prose(n):
+        out = []
+        for _ in range(n):
+            state[0] = (state[0] * 7 + 3) % len(words)
+            out.append(words[state[0]])
+        return " ".join(out) + ' "quoted"\nnext line'
+
+    messages = [{"role": "system", "content": prose(300)}]
+    for _ in range(4):
+        messages.append({"role": "user", "content": prose(400)})
+        messages.append({"role": "assistant", "content": prose(300)})
+    messages.append({"role": "user", "content": [
+        {"type": "text", "text": "Request {{n}}: " + prose(200)},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 20000}},
+    ]})
+    return json.dumps({"model": model, "max_tokens": 256, "temperature": 0,
+                       "messages": messages})
+
+
 @dataclass
 class Scenario:
     name: str
@@ -89,6 +116,9 @@ def all_scenarios(levels, hold_levels, rate):
         Scenario("cache-redis", "Cache hit, Redis tier (memory tier off)", "closed",
                  "redis", "bench-group", chat(unique=False, temperature=0), levels=few,
                  prime=True, targets="hit p99 <= 1 ms"),
+        Scenario("long", "Full stack, cache miss, a 40 KB conversation (eight turns and a "
+                 "20 KB image; unique, temperature 0)", "closed", "full", "bench-group",
+                 long_chat_body, peer=("full", "bench-group"), levels=few),
         Scenario("messages", "Anthropic /v1/messages translated to the OpenAI upstream "
                  "(full stack, cache miss)", "closed", "full", "bench-group",
                  msgs(temperature=0), path="/v1/messages", direct_model="claude-sonnet-4-5",

@@ -679,6 +679,13 @@ async fn embeddings() {
     let r = fake.last_request().unwrap();
     assert_eq!(r.path, "/v1/embeddings");
     assert_eq!(r.json().unwrap()["model"], MODEL);
+    // Already naming the upstream model (as the client sends it): sent as it is.
+    fake.push(Reply::json(openai::embeddings(MODEL, 2, 3)));
+    let named = weir_types::embeddings::EmbeddingsRequest::new(MODEL, vec!["a".into(), "b".into()]);
+    p.embed(&named, &ctx()).await.unwrap();
+    let sent = fake.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["model"], MODEL);
+    assert_eq!(sent["input"], json!(["a", "b"]));
 
     let p = Dialect::Anthropic.provider(&fake);
     let e = p.embed(&req, &ctx()).await.unwrap_err();

@@ -323,9 +323,15 @@ impl Provider for OpenAiProvider {
         ctx: &CallContext,
     ) -> Result<Upstream<EmbeddingsResponse>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
-        let mut body = req.clone();
-        body.model = ctx.upstream_model.clone();
-        let rb = self.post_json(&self.embeddings_url, &body, ctx)?;
+        // The client already names the upstream model in the request; a copy of what may be a
+        // large batch of inputs is made only when a direct caller did not.
+        let rb = if req.model == ctx.upstream_model {
+            self.post_json(&self.embeddings_url, req, ctx)?
+        } else {
+            let mut body = req.clone();
+            body.model = ctx.upstream_model.clone();
+            self.post_json(&self.embeddings_url, &body, ctx)?
+        };
         h::call_json(
             &self.name,
             rb,

@@ -71,8 +71,8 @@ impl MessagesRequest {
 }
 
 /// The top-level system prompt: a string or a list of text blocks (which may carry
-/// `cache_control`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `cache_control`). Read by `content.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum SystemPrompt {
     Text(String),
@@ -135,8 +135,9 @@ impl InputMessage {
     }
 }
 
-/// Message (or tool result) content: a plain string or a list of blocks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Message (or tool result) content: a plain string or a list of blocks. Read by
+/// `content.rs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum MessageContent {
     Text(String),

@@ -1,5 +1,5 @@
-//! How message content is read: [`MessageContent`] and [`ContentPart`] straight from the
-//! input, in one pass.
+//! How message content is read: [`MessageContent`] and [`ContentPart`] (and Anthropic's
+//! message content and system prompt) straight from the input, in one pass.
 //!
 //! serde's derives for these shapes (an untagged enum, and one tagged by its `type` field)
 //! first copy the whole value into a buffer and then read the copy, so every string of every
@@ -13,38 +13,71 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::anthropic;
 use crate::chat::{ContentPart, ImageUrl, MessageContent};
 
 impl<'de> Deserialize<'de> for MessageContent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ContentVisitor)
+        let visitor = TextOrList {
+            expecting: "a string or an array of content parts",
+            text: MessageContent::Text,
+            list: MessageContent::Parts,
+        };
+        d.deserialize_any(visitor)
     }
 }
 
-struct ContentVisitor;
+impl<'de> Deserialize<'de> for anthropic::MessageContent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let visitor = TextOrList {
+            expecting: "a string or an array of content blocks",
+            text: anthropic::MessageContent::Text,
+            list: anthropic::MessageContent::Blocks,
+        };
+        d.deserialize_any(visitor)
+    }
+}
 
-impl<'de> Visitor<'de> for ContentVisitor {
-    type Value = MessageContent;
+impl<'de> Deserialize<'de> for anthropic::SystemPrompt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let visitor = TextOrList {
+            expecting: "a string or an array of text blocks",
+            text: anthropic::SystemPrompt::Text,
+            list: anthropic::SystemPrompt::Blocks,
+        };
+        d.deserialize_any(visitor)
+    }
+}
+
+/// Reads "a string, or a list of `T`" straight from the input into one of two variants.
+struct TextOrList<C, T> {
+    expecting: &'static str,
+    text: fn(String) -> C,
+    list: fn(Vec<T>) -> C,
+}
+
+impl<'de, C, T: Deserialize<'de>> Visitor<'de> for TextOrList<C, T> {
+    type Value = C;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string or an array of content parts")
+        f.write_str(self.expecting)
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<MessageContent, E> {
-        Ok(MessageContent::Text(v.to_owned()))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<C, E> {
+        Ok((self.text)(v.to_owned()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<MessageContent, E> {
-        Ok(MessageContent::Text(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<C, E> {
+        Ok((self.text)(v))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MessageContent, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<C, A::Error> {
         // The hint comes from the input: bounded, so a hostile one cannot reserve much.
-        let mut parts = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
-        while let Some(part) = seq.next_element()? {
-            parts.push(part);
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
         }
-        Ok(MessageContent::Parts(parts))
+        Ok((self.list)(items))
     }
 }
 
@@ -159,7 +192,7 @@ impl<'de> Deserialize<'de> for PartType {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use serde_json::json;
 
@@ -208,6 +241,49 @@ mod tests {
         assert_eq!(
             content(json!("a\"b\\n")).unwrap(),
             MessageContent::Text("a\"b\\n".into())
+        );
+    }
+
+    #[test]
+    fn anthropic_content_and_system_prompts_read_strings_and_blocks_as_before() {
+        use crate::anthropic::{ContentBlock, MessageContent as Content, SystemPrompt};
+        let text: Content = serde_json::from_str(r#""hi""#).unwrap();
+        assert_eq!(text, Content::Text("hi".into()));
+        let blocks = json!([
+            {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAA"}},
+            {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}},
+            {"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {}},
+        ]);
+        let parsed: Content = serde_json::from_str(&blocks.to_string()).unwrap();
+        let Content::Blocks(list) = &parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(list.len(), 4);
+        assert!(matches!(list[3], ContentBlock::Other(_)), "{:?}", list[3]);
+        // Unchanged on the way out, unknown block included.
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), blocks);
+
+        let system: SystemPrompt = serde_json::from_str(r#""be brief""#).unwrap();
+        assert_eq!(system.text(), "be brief");
+        let system: SystemPrompt =
+            serde_json::from_str(r#"[{"type":"text","text":"a"},{"type":"text","text":"b"}]"#)
+                .unwrap();
+        assert_eq!(system.text(), "a\n\nb");
+
+        let err = serde_json::from_str::<Content>("7")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a string or an array of content blocks"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<SystemPrompt>("{}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a string or an array of text blocks"),
+            "{err}"
         );
     }
 

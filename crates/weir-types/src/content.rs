@@ -18,35 +18,48 @@ use crate::chat::{ContentPart, ImageUrl, MessageContent};
 
 impl<'de> Deserialize<'de> for MessageContent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let visitor = TextOrList {
-            expecting: "a string or an array of content parts",
-            text: MessageContent::Text,
-            list: MessageContent::Parts,
-        };
-        d.deserialize_any(visitor)
+        text_or_list(
+            d,
+            "a string or an array of content parts",
+            Self::Text,
+            Self::Parts,
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for anthropic::MessageContent {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let visitor = TextOrList {
-            expecting: "a string or an array of content blocks",
-            text: anthropic::MessageContent::Text,
-            list: anthropic::MessageContent::Blocks,
-        };
-        d.deserialize_any(visitor)
+        text_or_list(
+            d,
+            "a string or an array of content blocks",
+            Self::Text,
+            Self::Blocks,
+        )
     }
 }
 
 impl<'de> Deserialize<'de> for anthropic::SystemPrompt {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let visitor = TextOrList {
-            expecting: "a string or an array of text blocks",
-            text: anthropic::SystemPrompt::Text,
-            list: anthropic::SystemPrompt::Blocks,
-        };
-        d.deserialize_any(visitor)
+        text_or_list(
+            d,
+            "a string or an array of text blocks",
+            Self::Text,
+            Self::Blocks,
+        )
     }
+}
+
+fn text_or_list<'de, D: Deserializer<'de>, C, T: Deserialize<'de>>(
+    d: D,
+    expecting: &'static str,
+    text: fn(String) -> C,
+    list: fn(Vec<T>) -> C,
+) -> Result<C, D::Error> {
+    d.deserialize_any(TextOrList {
+        expecting,
+        text,
+        list,
+    })
 }
 
 /// Reads "a string, or a list of `T`" straight from the input into one of two variants.

@@ -41,7 +41,7 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
     req.max_tokens = args.max_tokens;
     req.temperature = args.temperature;
 
-    let opts = weir::CallOptions {
+    let context = weir::CallContext {
         cache: weir::client::CacheDirectives {
             no_read: args.no_cache,
             no_store: args.no_cache,
@@ -55,7 +55,7 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
             include_usage: Some(args.json),
             extra: Default::default(),
         });
-        let mut stream = client.chat_stream_with(req, &opts).await?;
+        let mut stream = client.chat_stream_with(req, context).await?;
         let mut ended_with_newline = true;
         while let Some(item) = stream.next().await {
             let chunk = item?;
@@ -99,7 +99,7 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
             writeln!(out, "{line}")?;
         }
     } else {
-        let done = client.chat_with(req, &opts).await?;
+        let done = client.chat_with(req, context).await?;
         if args.json {
             let mut body = serde_json::to_value(&done.response)?;
             if let Some(obj) = body.as_object_mut() {

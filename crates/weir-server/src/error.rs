@@ -99,6 +99,16 @@ impl ApiError {
             Error::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             Error::PoolExhausted { .. } => ("rate_limit_error", Some("pool_exhausted")),
             Error::BudgetExceeded { .. } => ("rate_limit_error", Some("budget_exceeded")),
+            Error::Rejected { status, code, .. } => (
+                match status {
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    429 => "rate_limit_error",
+                    _ => "invalid_request_error",
+                },
+                Some(*code),
+            ),
             Error::Timeout { .. } => ("timeout_error", Some("upstream_timeout")),
             Error::CircuitOpen { .. } => ("api_error", Some("circuit_open")),
             Error::Upstream { status, .. } if *status == 529 => ("overloaded_error", None),

@@ -118,3 +118,37 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8], flavor: Flavor) -> Result<T, Api
 mod http_body_util_limit {
     pub use http_body_util::LengthLimitError;
 }
+
+/// The call context of a request, for handlers: its id, its authenticated principal, and the
+/// directives its headers carry (see [`crate::routes::call_context`]), plus when the request
+/// arrived. A header weir cannot read (a malformed `x-weir-cache-ttl`) is a 400 in the
+/// route's error shape.
+#[derive(Debug)]
+pub struct Context {
+    pub call: weir::CallContext,
+    pub started: std::time::Instant,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let started = std::time::Instant::now();
+        let request_id = parts
+            .extensions
+            .get::<crate::layers::RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_default();
+        let principal = parts
+            .extensions
+            .get::<weir::Principal>()
+            .cloned()
+            .unwrap_or_default();
+        let call = crate::routes::call_context(request_id, principal, &parts.headers)
+            .map_err(|e| e.flavor(Flavor::for_path(parts.uri.path())))?;
+        Ok(Self { call, started })
+    }
+}

@@ -14,12 +14,13 @@
 //! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
 //!   keys).
 //!
-//! Every request passes through [`Gateway`]: request id, gateway auth, panic containment and
-//! the access log, in one service around the routes.
+//! Every request passes through the gateway's [`layers`], composed once around the finished
+//! router: request id, access log, panic containment and authentication (an async
+//! [`layers::Authenticator`]: the configured static keys by default).
 
 pub mod error;
 pub mod extract;
-pub mod middleware;
+pub mod layers;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -37,7 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, Flavor};
-pub use middleware::Gateway;
+pub use layers::Gateway;
 pub use state::AppState;
 
 /// Why the server could not run.
@@ -55,8 +56,17 @@ pub enum ServeError {
 }
 
 /// The whole application, ready for `oneshot` in tests or for [`Server`]: the routes behind
-/// the [`Gateway`]'s per-request handling.
+/// the gateway's layers, with the configured gateway keys.
 pub fn router(state: AppState) -> Gateway {
+    let keys = layers::StaticKeys::new(&state.client.config().server.api_keys);
+    router_with(state, std::sync::Arc::new(keys))
+}
+
+/// [`router`] with another [`layers::Authenticator`].
+pub fn router_with(
+    state: AppState,
+    authenticator: std::sync::Arc<dyn layers::Authenticator>,
+) -> Gateway {
     let routes = Router::new()
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/chat/completions", post(routes::chat::completions))
@@ -78,8 +88,8 @@ pub fn router(state: AppState) -> Gateway {
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are read by our own extractor, with the configured limit and our error
         // shape, so axum's default body limit never applies.
-        .with_state(state.clone());
-    Gateway::new(routes, state)
+        .with_state(state);
+    layers::gateway(routes, authenticator)
 }
 
 async fn not_found(req: axum::extract::Request) -> axum::response::Response {

@@ -100,6 +100,15 @@ pub enum Error {
     /// The provider does not offer this operation (e.g. embeddings on Anthropic).
     #[error("{provider} does not support {operation}; use a model from a provider that does")]
     Unsupported { provider: String, operation: String },
+    /// A policy of weir's (a budget, a rate limit, an access rule, a request hook) refused
+    /// the call before any upstream call. `status` is a 4xx; `code` a stable machine label.
+    #[error("{message}{}", fmt_retry(.retry_after))]
+    Rejected {
+        status: u16,
+        code: &'static str,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -129,6 +138,7 @@ pub enum ErrorKind {
     BudgetExceeded,
     PoolExhausted,
     Unsupported,
+    Rejected,
     Config,
 }
 
@@ -149,6 +159,7 @@ impl ErrorKind {
             ErrorKind::BudgetExceeded => "budget_exceeded",
             ErrorKind::PoolExhausted => "pool_exhausted",
             ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Rejected => "rejected",
             ErrorKind::Config => "config",
         }
     }
@@ -185,6 +196,7 @@ impl Error {
             Error::BudgetExceeded { .. } => ErrorKind::BudgetExceeded,
             Error::PoolExhausted { .. } => ErrorKind::PoolExhausted,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Rejected { .. } => ErrorKind::Rejected,
             Error::Config(_) => ErrorKind::Config,
         }
     }
@@ -211,7 +223,8 @@ impl Error {
             Error::RateLimited { retry_after, .. }
             | Error::Upstream { retry_after, .. }
             | Error::CircuitOpen { retry_after, .. }
-            | Error::PoolExhausted { retry_after, .. } => *retry_after,
+            | Error::PoolExhausted { retry_after, .. }
+            | Error::Rejected { retry_after, .. } => *retry_after,
             _ => None,
         }
     }
@@ -234,6 +247,9 @@ impl Error {
             Error::CircuitOpen { .. } => 503,
             Error::BudgetExceeded { .. } => 429,
             Error::Unsupported { .. } => 400,
+            // Only refusals are 4xx; anything else is a policy bug, reported as such.
+            Error::Rejected { status, .. } if (400..500).contains(status) => *status,
+            Error::Rejected { .. } => 403,
             Error::Config(_) => 500,
         }
     }

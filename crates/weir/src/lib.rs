@@ -42,6 +42,7 @@ pub mod config;
 pub mod error;
 pub mod json;
 pub mod messages;
+pub mod pipeline;
 pub mod pool;
 pub mod pricing;
 pub mod provider;
@@ -50,9 +51,10 @@ pub mod router;
 pub mod tokens;
 
 pub use client::{
-    BlockingClient, CallOptions, ChatStream, Client, ClientBuilder, Completion, EmbeddingsOutcome,
-    ResponseMeta, Status,
+    BlockingClient, ChatStream, Client, ClientBuilder, Completion, EmbeddingsOutcome, ResponseMeta,
+    Status,
 };
 pub use config::{Config, ConfigError};
 pub use error::{Error, ErrorKind, Result};
+pub use pipeline::{CallContext, Principal, UsageEvent};
 pub use weir_types as types;

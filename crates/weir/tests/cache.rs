@@ -12,7 +12,7 @@ use futures::StreamExt;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use weir::client::{CacheDirectives, CacheStatus};
-use weir::{CallOptions, Client, Config};
+use weir::{CallContext, Client, Config};
 use weir_test_support::redis::RedisServer;
 use weir_test_support::{FakeUpstream, Reply, openai};
 use weir_types::chat::{ChatChunk, ChatRequest};
@@ -51,12 +51,13 @@ fn request(body: Value) -> ChatRequest {
     serde_json::from_value(body).unwrap()
 }
 
-fn opts(tenant: Option<&str>, cache: CacheDirectives) -> CallOptions {
-    CallOptions {
-        tenant: tenant.map(str::to_owned),
+fn opts(tenant: Option<&str>, cache: CacheDirectives) -> CallContext {
+    let mut ctx = CallContext {
         cache,
-        ..CallOptions::default()
-    }
+        ..CallContext::default()
+    };
+    ctx.principal.tenant = tenant.map(str::to_owned);
+    ctx
 }
 
 async fn collect(mut stream: weir::ChatStream) -> Vec<ChatChunk> {
@@ -178,8 +179,8 @@ async fn sampled_requests_bypass_the_cache_unless_asked() {
             ..Default::default()
         },
     );
-    client.chat_with(sampled(), &forced).await.unwrap();
-    let again = client.chat_with(sampled(), &forced).await.unwrap();
+    client.chat_with(sampled(), forced.clone()).await.unwrap();
+    let again = client.chat_with(sampled(), forced.clone()).await.unwrap();
     assert_eq!(again.meta.cache, CacheStatus::Hit);
     assert_eq!(fake.request_count(), 3);
 
@@ -198,18 +199,33 @@ async fn tenants_never_read_each_others_entries() {
     let client = client(&fake, "");
     let alice = opts(Some("alice-ns"), CacheDirectives::default());
     let bob = opts(Some("bob-ns"), CacheDirectives::default());
-    client.chat_with(request(json!({})), &alice).await.unwrap();
-    let b = client.chat_with(request(json!({})), &bob).await.unwrap();
+    client
+        .chat_with(request(json!({})), alice.clone())
+        .await
+        .unwrap();
+    let b = client
+        .chat_with(request(json!({})), bob.clone())
+        .await
+        .unwrap();
     assert_eq!(b.meta.cache, CacheStatus::Miss);
-    let a = client.chat_with(request(json!({})), &alice).await.unwrap();
+    let a = client
+        .chat_with(request(json!({})), alice.clone())
+        .await
+        .unwrap();
     assert_eq!(a.meta.cache, CacheStatus::Hit);
     assert_eq!(fake.request_count(), 2);
 
     // With per-tenant namespaces off, everyone shares.
     let fake = self::fake().await;
     let shared = self::client(&fake, "cache:\n  per_tenant: false\n");
-    shared.chat_with(request(json!({})), &alice).await.unwrap();
-    let b = shared.chat_with(request(json!({})), &bob).await.unwrap();
+    shared
+        .chat_with(request(json!({})), alice.clone())
+        .await
+        .unwrap();
+    let b = shared
+        .chat_with(request(json!({})), bob.clone())
+        .await
+        .unwrap();
     assert_eq!(b.meta.cache, CacheStatus::Hit);
 }
 
@@ -225,7 +241,7 @@ async fn no_cache_skips_the_read_and_no_store_the_write() {
         },
     );
     client
-        .chat_with(request(json!({})), &no_store)
+        .chat_with(request(json!({})), no_store.clone())
         .await
         .unwrap();
     let miss = client.chat(request(json!({}))).await.unwrap();
@@ -238,7 +254,7 @@ async fn no_cache_skips_the_read_and_no_store_the_write() {
         },
     );
     let fresh = client
-        .chat_with(request(json!({})), &no_read)
+        .chat_with(request(json!({})), no_read.clone())
         .await
         .unwrap();
     assert_eq!(fresh.meta.cache, CacheStatus::Bypass);

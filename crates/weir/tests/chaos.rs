@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use weir::{CallOptions, Client, Config};
+use weir::{CallContext, Client, Config};
 use weir_test_support::{FakeUpstream, Reply, openai};
 use weir_types::chat::{ChatRequest, Message};
 
@@ -85,10 +85,10 @@ async fn run(client: &Client, stream: bool) -> Outcome {
             let client = Arc::clone(&client);
             tokio::spawn(async move {
                 let req = ChatRequest::new("chaos", vec![Message::user(format!("q{i}"))]);
-                let opts = CallOptions::default();
+                let opts = CallContext::default();
                 let started = tokio::time::Instant::now();
                 let err = if stream {
-                    match client.chat_stream_with(req, &opts).await {
+                    match client.chat_stream_with(req, opts.clone()).await {
                         Ok(s) => {
                             let items: Vec<_> = s.collect().await;
                             items
@@ -100,7 +100,7 @@ async fn run(client: &Client, stream: bool) -> Outcome {
                     }
                 } else {
                     client
-                        .chat_with(req, &opts)
+                        .chat_with(req, opts)
                         .await
                         .err()
                         .map(|e| e.to_string())

@@ -1,94 +1,55 @@
 //! `POST /v1/chat/completions`, complete and streamed.
 
-use std::time::Instant;
-
-use axum::Extension;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use weir_types::chat::{ChatChunk, ChatRequest};
 
-use super::{json_bytes_response, json_response, meta_headers};
+use super::{answer, failed, json_bytes_response, json_response, stream_log, streamed};
 use crate::error::{ApiError, Flavor};
-use crate::extract::JsonBody;
-use crate::middleware::{RequestId, Served};
-use crate::sse::{self, Framer, LogContext, SseBody};
+use crate::extract::{Context, JsonBody};
+use crate::sse::{self, Framer, SseBody};
 use crate::state::AppState;
 
 pub async fn completions(
     State(state): State<AppState>,
-    Extension(RequestId(id)): Extension<RequestId>,
-    headers: axum::http::HeaderMap,
-    tenant: Option<Extension<crate::middleware::Tenant>>,
+    Context { call, started }: Context,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Response {
-    let started = Instant::now();
-    let model = req.model.clone();
     if state.log_bodies {
-        tracing::debug!(request_id = %id, body = ?req, "chat request body");
+        tracing::debug!(request_id = %call.request_id, body = ?req, "chat request body");
     }
-    let opts = match super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0)) {
-        Ok(opts) => opts,
-        Err(e) => return e.flavor(Flavor::OpenAi).into_response(),
-    };
-    let served = |provider: &str| Served {
-        model: model.clone(),
-        provider: provider.to_owned(),
-        ..Served::default()
-    };
+    let model = req.model.clone();
     if req.stream.unwrap_or(false) {
+        let request_id = call.request_id.clone();
         // Boxed: the stream set-up future is the larger one, and the handler's own future
         // (which axum moves into a box per request) would otherwise be sized for it.
-        let stream = match Box::pin(state.client.chat_stream_with(req, &opts)).await {
+        let stream = match Box::pin(state.client.chat_stream_with(req, call)).await {
             Ok(s) => s,
-            Err(e) => {
-                let mut res = ApiError::from_weir(&e, Flavor::OpenAi).into_response();
-                res.extensions_mut().insert(served(""));
-                return res;
-            }
+            Err(e) => return failed(&e, Flavor::OpenAi, &model),
         };
         let meta = stream.meta().clone();
-        let log = LogContext {
-            request_id: id,
-            route: "/v1/chat/completions",
-            model: model.clone(),
-            provider: meta.provider.clone(),
-            cache: meta.cache.as_str(),
+        let log = stream_log(
+            request_id,
+            "/v1/chat/completions",
+            &meta,
             started,
-            summary: Some(stream.summary_handle()),
-        };
+            stream.summary_handle(),
+        );
         let body = SseBody::new(stream, ChunkFramer::default(), log);
-        let mut res = sse::response(body.boxed());
-        meta_headers(res.headers_mut(), &meta, started);
-        res.extensions_mut().insert(Served {
-            logs_itself: true,
-            ..served(&meta.provider)
-        });
-        return res;
+        return streamed(body.boxed(), &meta, started);
     }
-    match state.client.chat_with(req, &opts).await {
+    match state.client.chat_with(req, call).await {
+        // The answer as received (upstream or cache) goes out as is: nothing in it changed.
         Ok(done) => {
-            let usage = done.meta.usage.clone().unwrap_or_default();
-            // The answer as received (upstream or cache) goes out as is: nothing in it changed.
-            let mut res = match done.received_json() {
+            let res = match done.received_json() {
                 Some(bytes) => json_bytes_response(bytes.clone()),
                 None => json_response(&done.response),
             };
-            meta_headers(res.headers_mut(), &done.meta, started);
-            res.extensions_mut().insert(Served {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                cache: done.meta.cache.as_str(),
-                ..served(&done.meta.provider)
-            });
-            res
+            answer(res, &done.meta, started)
         }
-        Err(e) => {
-            let mut res = ApiError::from_weir(&e, Flavor::OpenAi).into_response();
-            res.extensions_mut().insert(served(""));
-            res
-        }
+        Err(e) => failed(&e, Flavor::OpenAi, &model),
     }
 }
 

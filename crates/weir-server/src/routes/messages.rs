@@ -3,9 +3,6 @@
 //! Errors here use Anthropic's shape, and streams Anthropic's `event:`/`data:` framing, so the
 //! Anthropic SDKs and Claude Code work unchanged against weir.
 
-use std::time::Instant;
-
-use axum::Extension;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -13,77 +10,43 @@ use futures::StreamExt;
 use serde_json::json;
 use weir_types::anthropic::{MessagesRequest, StreamEvent};
 
-use super::{json_response, meta_headers};
+use super::{answer, failed, json_response, stream_log, streamed};
 use crate::error::{ApiError, Flavor};
-use crate::extract::JsonBody;
-use crate::middleware::{RequestId, Served};
-use crate::sse::{self, Framer, LogContext, SseBody};
+use crate::extract::{Context, JsonBody};
+use crate::sse::{self, Framer, SseBody};
 use crate::state::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
-    Extension(RequestId(id)): Extension<RequestId>,
-    headers: axum::http::HeaderMap,
-    tenant: Option<Extension<crate::middleware::Tenant>>,
+    Context { call, started }: Context,
     JsonBody(req): JsonBody<MessagesRequest>,
 ) -> Response {
-    let started = Instant::now();
-    let model = req.model.clone();
     if state.log_bodies {
-        tracing::debug!(request_id = %id, body = ?req, "messages request body");
+        tracing::debug!(request_id = %call.request_id, body = ?req, "messages request body");
     }
-    let opts = match super::call_options(&id, &headers, tenant.as_ref().map(|t| &t.0)) {
-        Ok(opts) => opts,
-        Err(e) => return e.flavor(Flavor::Anthropic).into_response(),
-    };
-    let served = |provider: &str| Served {
-        model: model.clone(),
-        provider: provider.to_owned(),
-        ..Served::default()
-    };
-    let fail = |e: weir::Error| {
-        let mut res = ApiError::from_weir(&e, Flavor::Anthropic).into_response();
-        res.extensions_mut().insert(served(""));
-        res
-    };
+    let model = req.model.clone();
     if req.stream.unwrap_or(false) {
+        let request_id = call.request_id.clone();
         // Boxed, like the chat route's stream set-up: it is the larger future.
-        let stream = match Box::pin(state.client.messages_stream_with(req, &opts)).await {
+        let stream = match Box::pin(state.client.messages_stream_with(req, call)).await {
             Ok(s) => s,
-            Err(e) => return fail(e),
+            Err(e) => return failed(&e, Flavor::Anthropic, &model),
         };
         let meta = stream.meta().clone();
-        let log = LogContext {
-            request_id: id,
-            route: "/v1/messages",
-            model: model.clone(),
-            provider: meta.provider.clone(),
-            cache: "",
+        let mut log = stream_log(
+            request_id,
+            "/v1/messages",
+            &meta,
             started,
-            summary: Some(stream.summary_handle()),
-        };
+            stream.summary_handle(),
+        );
+        log.cache = "";
         let body = SseBody::new(stream, EventFramer::default(), log);
-        let mut res = sse::response(body.boxed());
-        meta_headers(res.headers_mut(), &meta, started);
-        res.extensions_mut().insert(Served {
-            logs_itself: true,
-            ..served(&meta.provider)
-        });
-        return res;
+        return streamed(body.boxed(), &meta, started);
     }
-    match state.client.messages_with(req, &opts).await {
-        Ok(done) => {
-            let usage = done.meta.usage.clone().unwrap_or_default();
-            let mut res = json_response(&done.response);
-            meta_headers(res.headers_mut(), &done.meta, started);
-            res.extensions_mut().insert(Served {
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                ..served(&done.meta.provider)
-            });
-            res
-        }
-        Err(e) => fail(e),
+    match state.client.messages_with(req, call).await {
+        Ok(done) => answer(json_response(&done.response), &done.meta, started),
+        Err(e) => failed(&e, Flavor::Anthropic, &model),
     }
 }
 

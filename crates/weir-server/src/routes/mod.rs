@@ -14,12 +14,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::time::Duration;
 
-use weir::CallOptions;
 use weir::client::CacheDirectives;
+use weir::{CallContext, Principal, ResponseMeta};
 
-use crate::error::ApiError;
-use crate::middleware::Tenant;
-use weir::ResponseMeta;
+use crate::error::{ApiError, Flavor};
+use crate::layers::LogFields;
 
 /// A 200 JSON response serialised in one go.
 pub fn json_response<T: Serialize>(body: &T) -> Response {
@@ -124,18 +123,17 @@ fn millis_value(d: Duration) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("0.000"))
 }
 
-/// Per-call options from the request: its id, `x-weir-priority` (0-255, higher first) for
+/// The call context of a request: its id, its principal, `x-weir-priority` (0-255, higher first) for
 /// queueing when upstream keys are out of capacity, the cache directives (`Cache-Control:
 /// no-cache` skips the lookup, `no-store` the write; `x-weir-cache-ttl` sets the entry's time
-/// to live in seconds or as `10m`, and asks for caching even of a sampled request), and the
-/// tenant's cache namespace set by the auth layer.
+/// to live in seconds or as `10m`, and asks for caching even of a sampled request).
 ///
 /// An `x-weir-cache-ttl` that is not a duration is the caller's mistake: a 400 that says so.
-pub fn call_options(
-    request_id: &str,
+pub fn call_context(
+    request_id: String,
+    principal: Principal,
     headers: &HeaderMap,
-    tenant: Option<&Tenant>,
-) -> Result<CallOptions, ApiError> {
+) -> Result<CallContext, ApiError> {
     let priority = headers
         .get("x-weir-priority")
         .and_then(|v| v.to_str().ok())
@@ -174,13 +172,74 @@ pub fn call_options(
             }
         }
     }
-    Ok(CallOptions {
-        request_id: Some(request_id.to_owned()),
-        timeout: None,
+    Ok(CallContext {
+        request_id,
+        principal,
         priority,
         cache,
-        tenant: tenant.map(|t| t.0.clone()),
+        ..CallContext::default()
     })
+}
+
+/// A complete answer: `body` with the metadata headers, and what the access log says.
+pub fn answer(mut res: Response, meta: &ResponseMeta, started: Instant) -> Response {
+    meta_headers(res.headers_mut(), meta, started);
+    let usage = meta.usage.as_ref();
+    res.extensions_mut().insert(LogFields {
+        model: meta.requested_model.clone(),
+        provider: meta.provider.clone(),
+        prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
+        completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+        logs_itself: false,
+        cache: meta.cache.as_str(),
+    });
+    res
+}
+
+/// A streamed answer: its SSE body with the metadata headers; the body logs itself.
+pub fn streamed(
+    body: futures::stream::BoxStream<'static, Result<bytes::Bytes, std::convert::Infallible>>,
+    meta: &ResponseMeta,
+    started: Instant,
+) -> Response {
+    let mut res = crate::sse::response(body);
+    meta_headers(res.headers_mut(), meta, started);
+    res.extensions_mut().insert(LogFields {
+        model: meta.requested_model.clone(),
+        provider: meta.provider.clone(),
+        logs_itself: true,
+        ..LogFields::default()
+    });
+    res
+}
+
+/// A failed call, in the route's error shape, logged under the model asked for.
+pub fn failed(e: &weir::Error, flavor: Flavor, model: &str) -> Response {
+    let mut res = ApiError::from_weir(e, flavor).into_response();
+    res.extensions_mut().insert(LogFields {
+        model: model.to_owned(),
+        ..LogFields::default()
+    });
+    res
+}
+
+/// The access-log context of a stream that starts with `meta`.
+pub fn stream_log(
+    request_id: String,
+    route: &'static str,
+    meta: &ResponseMeta,
+    started: Instant,
+    summary: std::sync::Arc<std::sync::OnceLock<weir::client::StreamSummary>>,
+) -> crate::sse::LogContext {
+    crate::sse::LogContext {
+        request_id,
+        route,
+        model: meta.requested_model.clone(),
+        provider: meta.provider.clone(),
+        cache: meta.cache.as_str(),
+        started,
+        summary: Some(summary),
+    }
 }
 
 #[cfg(test)]

@@ -342,6 +342,7 @@ pub fn counts_as_failure(err: &Error) -> bool {
         | Error::BudgetExceeded { .. }
         | Error::PoolExhausted { .. }
         | Error::Unsupported { .. }
+        | Error::Rejected { .. }
         | Error::Config(_) => false,
     }
 }

@@ -25,14 +25,12 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse, StreamOptions};
 use weir_types::embeddings::{EmbeddingVector, EmbeddingsRequest};
 
 use super::route::Target;
-use super::{CallOptions, ChatStream, Client, Completion, ResponseMeta, validate_chat};
+use super::{ChatStream, Client, Completion};
 use crate::cache::flight::{Flights, Role, StreamFlights};
 use crate::cache::key;
 use crate::cache::memory::MemoryStore;
@@ -44,6 +42,9 @@ use crate::cache::store::{CacheKey, CacheStore};
 use crate::cache::tiered::{CacheStats, TieredCache};
 use crate::config::{CacheConfig, ConfigError, Problem};
 use crate::error::Result;
+use crate::pipeline::call::{Call, Ending, StreamStart, meta_of};
+use crate::pipeline::meter::StreamMeter;
+use crate::pipeline::{CacheOutcome, CallContext};
 use crate::provider::RawBody;
 
 /// Per-call cache directives (the gateway maps `Cache-Control` and `x-weir-cache-ttl` here).
@@ -70,6 +71,17 @@ pub enum CacheStatus {
     /// The cache did not apply: disabled, a sampled request, or `no-cache`.
     #[default]
     Bypass,
+}
+
+impl From<CacheOutcome> for CacheStatus {
+    fn from(c: CacheOutcome) -> Self {
+        match c {
+            CacheOutcome::Hit => Self::Hit,
+            // A shared answer was still a miss of the cache (`x-weir-coalesced` says the rest).
+            CacheOutcome::Miss | CacheOutcome::Coalesced => Self::Miss,
+            CacheOutcome::Bypass => Self::Bypass,
+        }
+    }
 }
 
 impl CacheStatus {
@@ -272,26 +284,21 @@ impl Client {
         self.inner.cache.as_ref()
     }
 
-    /// Whether and how the cache applies to `req` (whose model was taken out as `model`).
-    fn cache_plan(&self, req: &ChatRequest, model: &str, opts: &CallOptions) -> Option<Plan> {
+    /// Whether and how the cache applies to `req`, called for `model`.
+    fn cache_plan(&self, req: &ChatRequest, model: &str, ctx: &CallContext) -> Option<Plan> {
         let layer = self.cache()?;
-        let d = opts.cache;
+        let d = ctx.cache;
         if d.no_read && d.no_store {
             return None;
         }
         if key::is_sampled(req) && !(layer.config.cache_sampled || d.force) {
             return None;
         }
-        let model = if model.is_empty() {
-            &self.inner.config.defaults.model
-        } else {
-            model
-        };
         let resolved = match super::route::resolve_target(&self.inner.config, model).ok()? {
             Target::Group(name) => name,
             Target::Direct(route) => route.qualified(),
         };
-        let namespace = match &opts.tenant {
+        let namespace = match &ctx.principal.tenant {
             Some(t) if layer.config.per_tenant => t.as_str(),
             _ => "shared",
         };
@@ -402,46 +409,39 @@ impl Client {
         }
     }
 
-    fn hit_meta(
-        &self,
-        model: String,
-        cached: &CachedResponse,
-        opts: &CallOptions,
-        started: Instant,
-    ) -> ResponseMeta {
-        ResponseMeta {
-            requested_model: model,
-            provider: cached.provider.clone(),
-            upstream_model: cached.upstream_model.clone(),
-            request_id: opts.request_id.clone().unwrap_or_default(),
-            latency: started.elapsed(),
-            attempts: 0,
-            usage: cached.response.usage.clone(),
-            cost_usd: Some(Decimal::ZERO),
-            key_id: None,
-            rate_limit: None,
-            cache: CacheStatus::Hit,
-            coalesced: false,
-        }
+    /// End a call answered without an upstream call of its own: a hit, or a copy of an
+    /// identical call's answer. Its usage is the answer's, at no cost.
+    fn finish_free(
+        call: Call,
+        provider: &str,
+        upstream_model: &str,
+        usage: Option<weir_types::chat::Usage>,
+    ) -> super::ResponseMeta {
+        let client = call.client.clone();
+        let event = call.finish(Ending {
+            route: Some(super::Route {
+                provider: provider.to_owned(),
+                upstream_model: upstream_model.to_owned(),
+            }),
+            usage: usage.clone(),
+            ..Ending::default()
+        });
+        meta_of(&client, event, usage, None)
     }
 
-    /// `chat_with`: the cache, then single-flight, then the engine.
-    pub(crate) async fn chat_cached(
-        &self,
-        req: ChatRequest,
-        opts: &CallOptions,
-    ) -> Result<Completion> {
+    /// `chat_with` after admission: the cache, then single-flight, then the engine.
+    pub(crate) async fn chat_cached(&self, req: ChatRequest, mut call: Call) -> Result<Completion> {
         let Some(layer) = self.cache() else {
-            return self.chat_uncached(req, opts).await;
+            return self.chat_uncached(req, call).await;
         };
-        validate_chat(&req)?;
-        let started = Instant::now();
-        let Some(mut plan) = self.cache_plan(&req, &req.model, opts) else {
-            return self.chat_uncached(req, opts).await;
+        let Some(mut plan) = self.cache_plan(&req, call.model(), &call.context) else {
+            return self.chat_uncached(req, call).await;
         };
         if plan.read {
             if let Some(cached) = self.cache_lookup(layer, &mut plan).await {
-                let meta = self.hit_meta(req.model, &cached, opts, started);
+                call.cache = CacheOutcome::Hit;
+                let usage = cached.response.usage.clone();
+                let meta = Self::finish_free(call, &cached.provider, &cached.upstream_model, usage);
                 return Ok(Completion::new(
                     cached.response,
                     meta,
@@ -449,75 +449,101 @@ impl Client {
                 ));
             }
             layer.tiered.record_miss();
+            call.cache = CacheOutcome::Miss;
         }
         let (result, role) = if plan.read {
+            // The leader takes the call into the upstream request; a follower keeps it.
+            let mut mine = Some(call);
             let flight = plan.key.flat();
-            layer
+            let taken = &mut mine;
+            let (result, role) = layer
                 .flights
-                .run(flight, || self.chat_uncached(req, opts))
-                .await
-        } else {
-            (self.chat_uncached(req, opts).await, Role::Leader)
-        };
-        let mut done = result?;
-        done.meta.cache = if plan.read {
-            CacheStatus::Miss
-        } else {
-            CacheStatus::Bypass
-        };
-        match role {
-            Role::Leader => {
-                let meta = &done.meta;
-                self.cache_store(
-                    layer,
-                    &plan,
-                    &meta.provider,
-                    &meta.upstream_model,
-                    &done.response,
-                    done.received_json(),
-                )
+                .run(flight, || {
+                    let call = taken.take();
+                    async move {
+                        match call {
+                            Some(call) => self.chat_uncached(req, call).await,
+                            None => Err(crate::Error::invalid_request("a call ran twice")),
+                        }
+                    }
+                })
                 .await;
+            match (role, mine) {
+                (Role::Follower, Some(mut call)) => {
+                    layer.tiered.record_coalesced();
+                    call.cache = CacheOutcome::Coalesced;
+                    let done = match result {
+                        Ok(done) => done,
+                        Err(e) => return Err(call.fail(e)),
+                    };
+                    let usage = done.response.usage.clone();
+                    let meta = Self::finish_free(
+                        call,
+                        &done.meta.provider,
+                        &done.meta.upstream_model,
+                        usage,
+                    );
+                    return Ok(Completion { meta, ..done });
+                }
+                _ => (result, Role::Leader),
             }
-            Role::Follower => {
-                layer.tiered.record_coalesced();
-                done.meta.coalesced = true;
-                done.meta.cost_usd = Some(Decimal::ZERO);
-                done.meta.request_id = opts.request_id.clone().unwrap_or_default();
-                done.meta.latency = started.elapsed();
-            }
+        } else {
+            (self.chat_uncached(req, call).await, Role::Leader)
+        };
+        let done = result?;
+        if role == Role::Leader {
+            let meta = &done.meta;
+            self.cache_store(
+                layer,
+                &plan,
+                &meta.provider,
+                &meta.upstream_model,
+                &done.response,
+                done.received_json(),
+            )
+            .await;
         }
         Ok(done)
     }
 
-    /// `chat_stream_with`: a hit is replayed; a miss is one upstream stream shared by every
-    /// identical request in flight, stored once it completes.
+    /// `chat_stream_with` after admission: a hit is replayed; a miss is one upstream stream
+    /// shared by every identical request in flight, stored once it completes.
     pub(crate) async fn chat_stream_cached(
         &self,
         mut req: ChatRequest,
-        opts: &CallOptions,
+        mut call: Call,
     ) -> Result<ChatStream> {
         let Some(layer) = self.cache() else {
-            return self.chat_stream_uncached(req, opts).await;
+            return self.chat_stream_uncached(req, call).await;
         };
-        validate_chat(&req)?;
-        let started = Instant::now();
-        let Some(mut plan) = self.cache_plan(&req, &req.model, opts) else {
-            return self.chat_stream_uncached(req, opts).await;
+        let Some(mut plan) = self.cache_plan(&req, call.model(), &call.context) else {
+            return self.chat_stream_uncached(req, call).await;
         };
         let wants_usage = req.wants_stream_usage();
         if plan.read {
             if let Some(cached) = self.cache_lookup(layer, &mut plan).await {
-                let meta = self.hit_meta(std::mem::take(&mut req.model), &cached, opts, started);
-                let chunks = chunks_from_response(&cached.response, wants_usage);
+                call.cache = CacheOutcome::Hit;
+                let start = StreamStart {
+                    route: super::Route {
+                        provider: cached.provider.clone(),
+                        upstream_model: cached.upstream_model.clone(),
+                    },
+                    ..StreamStart::default()
+                };
+                let meta = call.stream_meta(&start);
+                // Always with usage, so the call's event has its tokens; the stream passes it
+                // on only if asked.
+                let chunks = chunks_from_response(&cached.response, true);
                 let stream = replay(chunks, layer.config.replay_pace);
-                return Ok(ChatStream::without_accounting(stream, meta, wants_usage));
+                let meter = StreamMeter::new(call, start, 0);
+                return Ok(ChatStream::new(stream, meta, wants_usage, meter));
             }
             layer.tiered.record_miss();
+            call.cache = CacheOutcome::Miss;
         }
         let plan = Arc::new(plan);
         if !plan.read {
-            // Its meta already says `bypass`: nothing was looked up.
-            let mut stream = self.chat_stream_uncached(req, opts).await?;
+            let mut stream = self.chat_stream_uncached(req, call).await?;
             let tee = self.tee_into_cache(Arc::clone(&plan), stream.meta());
             stream.map_inner(tee);
             return Ok(stream);
@@ -525,47 +551,61 @@ impl Client {
 
         // One upstream stream for every identical request: it carries usage whatever each
         // caller asked for (so the stored answer has it), and each caller's view drops it
-        // unless that caller asked.
-        let requested_model = req.model.clone();
+        // unless that caller asked. The leader's call is metered by that upstream stream;
+        // each follower's by its own view.
         req.stream_options = Some(StreamOptions {
             include_usage: Some(true),
             extra: Default::default(),
         });
-        let leader_meta: OnceLock<ResponseMeta> = OnceLock::new();
-        let (chunks, role) = layer
+        let leader_meta: OnceLock<super::ResponseMeta> = OnceLock::new();
+        let mut mine = Some(call);
+        let taken = &mut mine;
+        let joined = layer
             .streams
-            .join(plan.key.flat(), || async {
-                let mut stream = self.chat_stream_uncached(req, opts).await?;
-                stream.set_pass_usage(true);
-                let tee = self.tee_into_cache(Arc::clone(&plan), stream.meta());
-                stream.map_inner(tee);
-                let _ = leader_meta.set(stream.meta().clone());
-                Ok(stream.boxed())
-            })
-            .await?;
-        let mut meta = match (role, leader_meta.into_inner()) {
-            (Role::Leader, Some(meta)) => meta,
-            _ => {
-                layer.tiered.record_coalesced();
-                let route = self.resolve(&requested_model)?;
-                ResponseMeta {
-                    requested_model,
-                    provider: route.provider,
-                    upstream_model: route.upstream_model,
-                    request_id: opts.request_id.clone().unwrap_or_default(),
-                    latency: started.elapsed(),
-                    attempts: 0,
-                    usage: None,
-                    cost_usd: Some(Decimal::ZERO),
-                    key_id: None,
-                    rate_limit: None,
-                    cache: CacheStatus::Miss,
-                    coalesced: true,
+            .join(plan.key.flat(), || {
+                let call = taken.take();
+                async {
+                    let Some(call) = call else {
+                        return Err(crate::Error::invalid_request("a call ran twice"));
+                    };
+                    let mut stream = self.chat_stream_uncached(req, call).await?;
+                    stream.set_pass_usage(true);
+                    let tee = self.tee_into_cache(Arc::clone(&plan), stream.meta());
+                    stream.map_inner(tee);
+                    let _ = leader_meta.set(stream.meta().clone());
+                    Ok(stream.boxed())
                 }
+            })
+            .await;
+        match (mine, leader_meta.into_inner()) {
+            (None, Some(meta)) => {
+                let (chunks, _) = joined?;
+                let meter = StreamMeter::summary_only(meta.cost_usd);
+                Ok(ChatStream::new(chunks, meta, wants_usage, meter))
             }
-        };
-        meta.cache = CacheStatus::Miss;
-        Ok(ChatStream::without_accounting(chunks, meta, wants_usage))
+            (None, None) => Err(joined.err().unwrap_or_else(|| {
+                crate::Error::invalid_request("the shared stream did not start")
+            })),
+            (Some(mut call), _) => {
+                layer.tiered.record_coalesced();
+                call.cache = CacheOutcome::Coalesced;
+                let (chunks, _) = match joined {
+                    Ok(j) => j,
+                    Err(e) => return Err(call.fail(e)),
+                };
+                let route = match self.resolve(call.model()) {
+                    Ok(r) => r,
+                    Err(e) => return Err(call.fail(e)),
+                };
+                let start = StreamStart {
+                    route,
+                    ..StreamStart::default()
+                };
+                let meta = call.stream_meta(&start);
+                let meter = StreamMeter::new(call, start, 0);
+                Ok(ChatStream::new(chunks, meta, wants_usage, meter))
+            }
+        }
     }
 
     /// A stream adapter that passes chunks through and, once the stream has ended normally,
@@ -574,7 +614,7 @@ impl Client {
     fn tee_into_cache(
         &self,
         plan: Arc<Plan>,
-        meta: &ResponseMeta,
+        meta: &super::ResponseMeta,
     ) -> impl FnOnce(BoxStream<'static, Result<ChatChunk>>) -> BoxStream<'static, Result<ChatChunk>>
     + use<> {
         let client = self.clone();

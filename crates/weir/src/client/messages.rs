@@ -13,14 +13,16 @@ use std::task::{Context, Poll};
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use tokio::time::Instant;
+use tracing::Instrument;
 use weir_types::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
 use weir_types::chat::{ChatChunk, StreamOptions, Usage};
 
 use super::stream::StreamSummary;
-use super::{CallOptions, Client, ResponseMeta, Route, bound_by_deadline, with_first_item};
+use super::{Client, ResponseMeta, with_first_item};
 use crate::error::Result;
 use crate::messages::{EventTranslator, to_chat_request, to_messages_response};
+use crate::pipeline::meter::{StreamEnd, StreamMeter};
+use crate::pipeline::{CallContext, CallRequest, Operation};
 use crate::provider::anthropic::convert::usage_to_canonical;
 use crate::provider::{Upstream, UpstreamStream};
 
@@ -34,59 +36,52 @@ pub struct MessagesOutcome {
 impl Client {
     /// A complete Messages API call.
     pub async fn messages(&self, req: MessagesRequest) -> Result<MessagesOutcome> {
-        self.messages_with(req, &CallOptions::default()).await
+        self.messages_with(req, CallContext::default()).await
     }
 
     pub async fn messages_with(
         &self,
         mut req: MessagesRequest,
-        opts: &CallOptions,
+        context: CallContext,
     ) -> Result<MessagesOutcome> {
-        let requested_model = req.model.clone();
+        let call = self.open(
+            Operation::Messages,
+            CallRequest::Messages(&mut req),
+            context,
+        )?;
         req.stream = None;
         if req.max_tokens.is_none() {
             req.max_tokens = Some(self.inner.config.defaults.max_tokens);
         }
         // Translated once, used by every deployment that does not speak Anthropic natively.
-        let mut chat = translated(&req)?;
+        let mut chat = match translated(&req) {
+            Ok(chat) => chat,
+            Err(e) => return Err(call.fail(e)),
+        };
         chat.stream = None;
         chat.stream_options = None;
-        let started = Instant::now();
-        let job = self.job(&requested_model, self.bounded_demand(&chat), opts, started);
-        let (req, chat, model) = (&req, &chat, requested_model.as_str());
-        let served = self
-            .execute(&job, |p, ctx| async move {
-                if p.speaks_anthropic_messages() {
-                    return p.messages(req, &ctx).await;
-                }
-                let up = p.chat(chat, &ctx).await?;
-                Ok(Upstream {
-                    body: to_messages_response(&up.body, model),
-                    meta: up.meta,
-                })
-            })
-            .await
-            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
-        let up = served.value;
-        let usage = usage_to_canonical(&up.body.usage);
-        if let Some(lease) = served.lease {
-            lease.settle(usage.prompt_tokens, usage.completion_tokens);
-        }
-        let meta = self.meta(
-            requested_model.clone(),
-            &served.route,
-            opts,
-            started,
-            served.attempts,
-            Some(usage),
-            served.key_id,
-            up.meta.rate_limit,
-        );
-        self.inner.stats.record_success(
-            &served.route.qualified(),
-            meta.usage.as_ref(),
-            meta.cost_usd,
-        );
+        let call = self.admit_chat(call, &chat).await?;
+        let span = call.span.clone();
+        let model = call.context.model.clone();
+        let (req, chat, model) = (&req, &chat, model.as_str());
+        let (up, meta) = self
+            .complete(
+                call,
+                self.chat_demand(chat),
+                |p, ctx| async move {
+                    if p.speaks_anthropic_messages() {
+                        return p.messages(req, &ctx).await;
+                    }
+                    let up = p.chat(chat, &ctx).await?;
+                    Ok(Upstream {
+                        body: to_messages_response(&up.body, model),
+                        meta: up.meta,
+                    })
+                },
+                |body: &MessagesResponse| Some(usage_to_canonical(&body.usage)),
+            )
+            .instrument(span)
+            .await?;
         Ok(MessagesOutcome {
             response: up.body,
             meta,
@@ -95,74 +90,72 @@ impl Client {
 
     /// A streamed Messages API call, as Anthropic's events in Anthropic's order.
     pub async fn messages_stream(&self, req: MessagesRequest) -> Result<MessagesStream> {
-        self.messages_stream_with(req, &CallOptions::default())
-            .await
+        self.messages_stream_with(req, CallContext::default()).await
     }
 
     pub async fn messages_stream_with(
         &self,
         mut req: MessagesRequest,
-        opts: &CallOptions,
+        context: CallContext,
     ) -> Result<MessagesStream> {
-        let requested_model = req.model.clone();
+        let call = self.open(
+            Operation::MessagesStream,
+            CallRequest::Messages(&mut req),
+            context,
+        )?;
         req.stream = Some(true);
         if req.max_tokens.is_none() {
             req.max_tokens = Some(self.inner.config.defaults.max_tokens);
         }
-        let mut chat = translated(&req)?;
+        let mut chat = match translated(&req) {
+            Ok(chat) => chat,
+            Err(e) => return Err(call.fail(e)),
+        };
         chat.stream = Some(true);
         // The translator needs the usage chunk for message_delta's usage.
         chat.stream_options = Some(StreamOptions {
             include_usage: Some(true),
             extra: Default::default(),
         });
-        let started = Instant::now();
-        let job = self.job(&requested_model, self.bounded_demand(&chat), opts, started);
-        let message_id = match opts.request_id.as_deref() {
-            Some(id) if !id.is_empty() => format!("msg_{}", id.trim_start_matches("req_")),
-            _ => format!("msg_{:016x}", fastrand::u64(..)),
+        let call = self.admit_chat(call, &chat).await?;
+        let span = call.span.clone();
+        let message_id = match call.context.request_id.as_str() {
+            "" => format!("msg_{:016x}", fastrand::u64(..)),
+            id => format!("msg_{}", id.trim_start_matches("req_")),
         };
-        let (req, chat, model, message_id) =
-            (&req, &chat, requested_model.as_str(), message_id.as_str());
-        let served = self
-            .execute(&job, |p, ctx| async move {
+        let model = call.context.model.clone();
+        let demand = self.chat_demand(&chat);
+        let (req_ref, chat_ref, model_ref, message_id) =
+            (&req, &chat, model.as_str(), message_id.as_str());
+        let opened = self
+            .open_stream(&call, &demand, |p, ctx| async move {
                 if p.speaks_anthropic_messages() {
-                    let up = p.messages_stream(req, &ctx).await?;
+                    let up = p.messages_stream(req_ref, &ctx).await?;
                     return with_first_item(up, p.name()).await;
                 }
-                let up = with_first_item(p.chat_stream(chat, &ctx).await?, p.name()).await?;
+                let up = with_first_item(p.chat_stream(chat_ref, &ctx).await?, p.name()).await?;
                 Ok(UpstreamStream {
                     stream: translate_stream(
                         up.stream,
-                        EventTranslator::new(model, message_id.to_owned()),
+                        EventTranslator::new(model_ref, message_id.to_owned()),
                     ),
                     meta: up.meta,
                 })
             })
-            .await
-            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
-        let up = served.value;
-        let meta = self.meta(
-            requested_model.clone(),
-            &served.route,
-            opts,
-            started,
-            served.attempts,
-            None,
-            served.key_id,
-            up.meta.rate_limit.clone(),
-        );
+            .instrument(span)
+            .await;
+        let (up, start) = match opened {
+            Ok(opened) => opened,
+            Err(failed) => return Err(call.fail_unrouted(failed)),
+        };
+        let meta = call.stream_meta(&start);
+        let prompt_estimate = demand
+            .exact_input()
+            .unwrap_or_else(|| crate::tokens::estimate_prompt_tokens(&chat));
         Ok(MessagesStream {
-            inner: bound_by_deadline(up.stream, &served.route, started, job.deadline),
+            inner: up.stream,
             meta,
-            tally: Some(Tally {
-                client: self.clone(),
-                route: served.route,
-                usage: None,
-                settled: false,
-                lease: served.lease,
-            }),
-            summary: Arc::new(OnceLock::new()),
+            meter: StreamMeter::new(call, start, prompt_estimate),
         })
     }
 }
@@ -199,21 +192,11 @@ fn translated(req: &MessagesRequest) -> Result<weir_types::chat::ChatRequest> {
     Ok(chat)
 }
 
-/// Usage seen on a native stream, settled once at its end or drop.
-struct Tally {
-    client: Client,
-    route: Route,
-    usage: Option<Usage>,
-    settled: bool,
-    lease: Option<crate::pool::Lease>,
-}
-
 /// Anthropic stream events, with accounting that survives an early drop.
 pub struct MessagesStream {
     inner: BoxStream<'static, Result<StreamEvent>>,
     meta: ResponseMeta,
-    tally: Option<Tally>,
-    summary: Arc<OnceLock<StreamSummary>>,
+    meter: StreamMeter,
 }
 
 impl std::fmt::Debug for MessagesStream {
@@ -231,28 +214,37 @@ impl MessagesStream {
 
     /// Filled in when the stream ends or is dropped.
     pub fn summary_handle(&self) -> Arc<OnceLock<StreamSummary>> {
-        Arc::clone(&self.summary)
+        self.meter.summary_handle()
     }
 
-    fn settle(&mut self, completed: bool) {
-        let Some(t) = self.tally.as_mut() else { return };
-        if t.settled {
-            return;
+    /// Read an event's usage and output into the meter.
+    fn observe(&mut self, ev: &StreamEvent) {
+        match ev {
+            StreamEvent::MessageStart { message } => {
+                *self.meter.usage_mut() = Some(usage_to_canonical(&message.usage));
+            }
+            StreamEvent::ContentBlockDelta { delta, .. } => {
+                self.meter.on_output(delta_bytes(delta));
+            }
+            StreamEvent::MessageDelta { usage, .. } => {
+                // message_delta's usage is cumulative; newer API versions (and weir's
+                // translator) repeat the input counts there too.
+                let u = self.meter.usage_mut().get_or_insert_with(Usage::default);
+                if let Some(input) = usage.input_tokens {
+                    let full = weir_types::anthropic::Usage {
+                        input_tokens: input,
+                        output_tokens: usage.output_tokens,
+                        cache_creation_input_tokens: usage.cache_creation_input_tokens,
+                        cache_read_input_tokens: usage.cache_read_input_tokens,
+                        extra: Default::default(),
+                    };
+                    *u = usage_to_canonical(&full);
+                }
+                u.completion_tokens = usage.output_tokens;
+                u.total_tokens = u.prompt_tokens + usage.output_tokens;
+            }
+            _ => {}
         }
-        t.settled = true;
-        let usage = t.usage.take();
-        if let (Some(lease), Some(u)) = (t.lease.take(), usage.as_ref()) {
-            lease.settle(u.prompt_tokens, u.completion_tokens);
-        }
-        let cost =
-            t.client
-                .record_stream_end(&t.route, usage.as_ref(), !completed && usage.is_none());
-        let _ = self.summary.set(StreamSummary {
-            usage,
-            usage_estimated: false,
-            cost_usd: cost,
-            completed,
-        });
     }
 }
 
@@ -264,47 +256,28 @@ impl Stream for MessagesStream {
         match this.inner.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
-                this.settle(true);
+                this.meter.end(StreamEnd::Completed);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
-                this.settle(false);
+                this.meter.end(StreamEnd::Failed(&e));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(ev))) => {
-                if let Some(t) = this.tally.as_mut() {
-                    match &ev {
-                        StreamEvent::MessageStart { message } => {
-                            t.usage = Some(usage_to_canonical(&message.usage));
-                        }
-                        StreamEvent::MessageDelta { usage, .. } => {
-                            // message_delta's usage is cumulative; newer API versions (and
-                            // weir's translator) repeat the input counts there too.
-                            let u = t.usage.get_or_insert_with(Usage::default);
-                            if let Some(input) = usage.input_tokens {
-                                let full = weir_types::anthropic::Usage {
-                                    input_tokens: input,
-                                    output_tokens: usage.output_tokens,
-                                    cache_creation_input_tokens: usage.cache_creation_input_tokens,
-                                    cache_read_input_tokens: usage.cache_read_input_tokens,
-                                    extra: Default::default(),
-                                };
-                                *u = usage_to_canonical(&full);
-                            }
-                            u.completion_tokens = usage.output_tokens;
-                            u.total_tokens = u.prompt_tokens + usage.output_tokens;
-                        }
-                        _ => {}
-                    }
-                }
+                this.observe(&ev);
                 Poll::Ready(Some(Ok(ev)))
             }
         }
     }
 }
 
-impl Drop for MessagesStream {
-    fn drop(&mut self) {
-        self.settle(false);
+/// Output text in a content delta, in bytes: what a cut stream's output estimate is made of.
+fn delta_bytes(delta: &weir_types::anthropic::BlockDelta) -> usize {
+    use weir_types::anthropic::BlockDelta;
+    match delta {
+        BlockDelta::TextDelta { text } => text.len(),
+        BlockDelta::InputJsonDelta { partial_json } => partial_json.len(),
+        BlockDelta::ThinkingDelta { thinking } => thinking.len(),
+        _ => 0,
     }
 }

@@ -4,16 +4,19 @@
 //! HTTP client each) with their key pools, the deployment groups with their circuit breakers,
 //! one retry budget, and the counters behind `/status`. Cloning is cheap (an `Arc`).
 //!
-//! Each call: resolve the model to its deployment group -> the engine ([`engine`]) tries
-//! deployments within one deadline (breakers, key reservations, retries, failover, hedging,
-//! fallbacks) -> price the usage -> settle the key reservation -> count it. Streams are retried
-//! only before their first chunk; once a chunk is out, a failure ends the stream with an error
-//! item, and the accounting still happens when the stream ends or is dropped.
+//! Each call follows one lifecycle ([`crate::pipeline`]): open it in its [`CallContext`]
+//! (request hooks, admissions) -> the cache ([`cached`]) -> the engine ([`engine`]), which
+//! tries deployments within one deadline (breakers, key reservations, retries, failover,
+//! hedging, fallbacks) -> end it once ([`ops`]): settle the key reservation, price, count,
+//! one usage event. Streams are retried only before their first chunk; once a chunk is out, a
+//! failure ends the stream with an error item, and the accounting still happens when the
+//! stream ends or is dropped.
 
 mod blocking;
 mod cached;
 mod engine;
 mod messages;
+mod ops;
 pub mod route;
 mod stats;
 mod stream;
@@ -27,6 +30,7 @@ use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument;
 use weir_types::chat::{ChatRequest, ChatResponse, Usage};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 use weir_types::models::Model;
@@ -42,6 +46,10 @@ pub use stream::{ChatStream, StreamSummary};
 use crate::breaker::BreakerSnapshot;
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, Result};
+use crate::pipeline::{
+    Admission, AttemptObserver, CallContext, CallHook, CallRequest, Operation, Seams, Tags,
+    UsageSink,
+};
 use crate::pool::{Demand, KeyPool, PooledKey};
 use crate::provider::anthropic::AnthropicProvider;
 use crate::provider::mock::MockProvider;
@@ -49,7 +57,7 @@ use crate::provider::openai::OpenAiProvider;
 use crate::provider::{RateLimitSnapshot, RawBody, SharedProvider};
 use crate::retry::RetryBudget;
 use crate::router::DeploymentSnapshot;
-use engine::{Groups, Job, JobDemand};
+use engine::{DemandEstimate, Groups};
 use stats::Stats;
 
 /// Output tokens reserved on a key when the request sets no cap; settled to the real count.
@@ -78,6 +86,8 @@ pub struct ResponseMeta {
     pub cache: CacheStatus,
     /// `true` when this call shared an identical in-flight call's upstream answer.
     pub coalesced: bool,
+    /// The call's tags (from its context, and any a response hook added).
+    pub tags: Tags,
 }
 
 mod duration_ms {
@@ -128,22 +138,6 @@ pub struct EmbeddingsOutcome {
     pub meta: ResponseMeta,
 }
 
-/// Per-call options.
-#[derive(Debug, Clone, Default)]
-pub struct CallOptions {
-    /// Correlation id, forwarded upstream; generated when absent.
-    pub request_id: Option<String>,
-    /// Overrides `defaults.request_timeout` for this call.
-    pub timeout: Option<Duration>,
-    /// Queue priority when keys are out of capacity: higher goes first (FIFO within one).
-    pub priority: u8,
-    /// Cache directives for this call.
-    pub cache: CacheDirectives,
-    /// The caller's cache namespace (the gateway sets a hash of the gateway key), so tenants
-    /// never read each other's entries; `None` shares the default namespace.
-    pub tenant: Option<String>,
-}
-
 /// Everything `/status` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
@@ -151,14 +145,16 @@ pub struct Status {
     pub models: Vec<ModelTotals>,
     /// Each provider key: in flight, limits and what remains, limited or not, queue length.
     pub keys: Vec<crate::pool::KeyStatus>,
-    /// Each deployment of each group: breaker state, in flight, latency estimate.
+    /// Each deployment (`provider/model`): breaker state, in flight, latency estimate, and
+    /// the groups that list it.
     pub deployments: Vec<DeploymentStatus>,
 }
 
 /// One deployment's health, for `/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeploymentStatus {
-    pub group: String,
+    /// The configured groups (and aliases) that route to it.
+    pub groups: Vec<String>,
     #[serde(flatten)]
     pub deployment: DeploymentSnapshot,
     pub breaker: BreakerSnapshot,
@@ -172,14 +168,15 @@ struct Registered {
 }
 
 #[derive(Debug)]
-struct Inner {
-    config: Config,
+pub(crate) struct Inner {
+    pub(crate) config: Config,
     providers: HashMap<String, Registered>,
     groups: Groups,
     budget: RetryBudget,
-    stats: Stats,
+    pub(crate) stats: Stats,
     started: std::time::Instant,
     cache: Option<cached::CacheLayer>,
+    pub(crate) seams: Seams,
 }
 
 /// The weir client. Cheap to clone.
@@ -202,7 +199,7 @@ struct Inner {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// Builds a [`Client`] from config, optionally with custom providers.
@@ -210,6 +207,7 @@ pub struct Client {
 pub struct ClientBuilder {
     config: Config,
     custom: Vec<(String, SharedProvider)>,
+    seams: Seams,
 }
 
 fn pool_for(pc: &crate::config::ProviderConfig) -> KeyPool {
@@ -229,6 +227,30 @@ impl ClientBuilder {
     /// Register (or replace) a provider under `name`; models `name/...` go to it.
     pub fn provider(mut self, name: impl Into<String>, provider: SharedProvider) -> Self {
         self.custom.push((name.into(), provider));
+        self
+    }
+
+    /// Send every call's usage event to `sink` too (after the `/status` counters).
+    pub fn usage_sink(mut self, sink: Arc<dyn UsageSink>) -> Self {
+        self.seams.sinks.push(sink);
+        self
+    }
+
+    /// Ask `admission` before every call, and settle with it after (in registration order).
+    pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.seams.admissions.push(admission);
+        self
+    }
+
+    /// Show every upstream attempt to `observer`.
+    pub fn attempt_observer(mut self, observer: Arc<dyn AttemptObserver>) -> Self {
+        self.seams.observers.push(observer);
+        self
+    }
+
+    /// Run `hook` first and last on every call (in registration order).
+    pub fn hook(mut self, hook: Arc<dyn CallHook>) -> Self {
+        self.seams.hooks.push(hook);
         self
     }
 
@@ -300,6 +322,7 @@ impl ClientBuilder {
                 stats: Stats::default(),
                 started: std::time::Instant::now(),
                 cache,
+                seams: self.seams,
             }),
         })
     }
@@ -320,6 +343,7 @@ impl Client {
         ClientBuilder {
             config,
             custom: Vec::new(),
+            seams: Seams::default(),
         }
     }
 
@@ -337,215 +361,46 @@ impl Client {
         route::resolve(&self.inner.config, model)
     }
 
-    fn deadline(&self, opts: &CallOptions) -> Instant {
-        Instant::now()
-            + opts
-                .timeout
-                .unwrap_or(self.inner.config.defaults.request_timeout)
-    }
-
-    fn price(&self, route: &Route, usage: Option<&Usage>) -> Option<Decimal> {
-        usage.and_then(|u| {
-            self.inner
-                .config
-                .pricing
-                .cost(&route.provider, &route.upstream_model, u)
-        })
-    }
-
-    /// What a chat request will take from a key. Output at its cap. Input: when a key limits
-    /// tokens, an upper bound first, counted with the o200k tokenizer (exact for OpenAI, a close
-    /// estimate elsewhere) only if no key has room for the bound (see [`JobDemand`]); else an
-    /// estimate from its bytes, never binding. Reservations settle to the upstream's usage.
-    fn bounded_demand<'r>(&self, req: &'r ChatRequest) -> JobDemand<'r> {
-        let counts = self
-            .inner
-            .providers
-            .values()
-            .any(|r| r.pool.counts_tokens());
-        let output_tokens = req
-            .max_output_tokens()
-            .map_or(DEFAULT_OUTPUT_RESERVATION, u64::from);
-        if counts {
-            JobDemand::bounded(
-                Demand {
-                    input_tokens: crate::tokens::request_tokens_upper_bound(req),
-                    output_tokens,
-                },
-                req,
-            )
-        } else {
-            JobDemand::fixed(Demand {
-                input_tokens: crate::tokens::estimate_prompt_tokens(req),
-                output_tokens,
-            })
-        }
-    }
-
-    fn job<'a>(
-        &'a self,
-        model: &'a str,
-        demand: JobDemand<'a>,
-        opts: &'a CallOptions,
-        started: Instant,
-    ) -> Job<'a> {
-        Job {
-            model: if model.is_empty() {
-                &self.inner.config.defaults.model
-            } else {
-                model
-            },
-            demand,
-            priority: opts.priority,
-            request_id: opts.request_id.as_deref().unwrap_or(""),
-            deadline: self.deadline(opts),
-            started,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn meta(
-        &self,
-        requested_model: String,
-        route: &Route,
-        opts: &CallOptions,
-        started: Instant,
-        attempts: u32,
-        usage: Option<Usage>,
-        key_id: Option<String>,
-        rate_limit: Option<RateLimitSnapshot>,
-    ) -> ResponseMeta {
-        let cost = self.price(route, usage.as_ref());
-        ResponseMeta {
-            requested_model,
-            provider: route.provider.clone(),
-            upstream_model: route.upstream_model.clone(),
-            request_id: opts.request_id.clone().unwrap_or_default(),
-            latency: started.elapsed(),
-            attempts,
-            usage,
-            cost_usd: cost,
-            key_id,
-            rate_limit,
-            cache: CacheStatus::Bypass,
-            coalesced: false,
-        }
+    pub(crate) fn price(&self, route: &Route, usage: &Usage) -> Option<Decimal> {
+        self.inner
+            .config
+            .pricing
+            .cost(&route.provider, &route.upstream_model, usage)
     }
 
     /// A complete chat completion.
     pub async fn chat(&self, req: ChatRequest) -> Result<Completion> {
-        self.chat_with(req, &CallOptions::default()).await
+        self.chat_with(req, CallContext::default()).await
     }
 
-    /// A complete chat completion with per-call options: from the cache when it holds the
+    /// A complete chat completion in a call context: from the cache when it holds the
     /// answer, else from the upstream (shared with identical requests in flight).
-    pub async fn chat_with(&self, req: ChatRequest, opts: &CallOptions) -> Result<Completion> {
-        self.chat_cached(req, opts).await
-    }
-
-    /// The engine's answer, without the cache.
-    async fn chat_uncached(&self, mut req: ChatRequest, opts: &CallOptions) -> Result<Completion> {
-        validate_chat(&req)?;
-        let requested_model = std::mem::take(&mut req.model);
-        req.stream = None;
-        req.stream_options = None;
-        let started = Instant::now();
-        let job = self.job(&requested_model, self.bounded_demand(&req), opts, started);
-        let req = &req;
-        let served = self
-            .execute(&job, |p, ctx| async move { p.chat(req, &ctx).await })
-            .await
-            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
-        let mut up = served.value;
-        let received = up.meta.raw_body.take();
-        let usage = up.body.usage.clone();
-        if let (Some(lease), Some(u)) = (served.lease, &usage) {
-            lease.settle(u.prompt_tokens, u.completion_tokens);
-        }
-        let meta = self.meta(
-            requested_model.clone(),
-            &served.route,
-            opts,
-            started,
-            served.attempts,
-            usage,
-            served.key_id,
-            up.meta.rate_limit,
-        );
-        self.inner.stats.record_success(
-            &served.route.qualified(),
-            meta.usage.as_ref(),
-            meta.cost_usd,
-        );
-        Ok(Completion {
-            response: up.body,
-            meta,
-            received,
-        })
+    pub async fn chat_with(
+        &self,
+        mut req: ChatRequest,
+        context: CallContext,
+    ) -> Result<Completion> {
+        let call = self.open(Operation::Chat, CallRequest::Chat(&mut req), context)?;
+        let call = self.admit_chat(call, &req).await?;
+        let span = call.span.clone();
+        self.chat_cached(req, call).instrument(span).await
     }
 
     /// A streamed chat completion. Returns once an upstream has answered, so errors before
     /// the first chunk (after retries and failover) come back as `Err` here.
     pub async fn chat_stream(&self, req: ChatRequest) -> Result<ChatStream> {
-        self.chat_stream_with(req, &CallOptions::default()).await
+        self.chat_stream_with(req, CallContext::default()).await
     }
 
     pub async fn chat_stream_with(
         &self,
-        req: ChatRequest,
-        opts: &CallOptions,
-    ) -> Result<ChatStream> {
-        self.chat_stream_cached(req, opts).await
-    }
-
-    /// The engine's stream, without the cache.
-    async fn chat_stream_uncached(
-        &self,
         mut req: ChatRequest,
-        opts: &CallOptions,
+        context: CallContext,
     ) -> Result<ChatStream> {
-        validate_chat(&req)?;
-        let requested_model = std::mem::take(&mut req.model);
-        let client_wants_usage = req.wants_stream_usage();
-        req.stream = Some(true);
-        let started = Instant::now();
-        let job = self.job(&requested_model, self.bounded_demand(&req), opts, started);
-        let req = &req;
-        let served = self
-            .execute(&job, |p, ctx| async move {
-                let up = p.chat_stream(req, &ctx).await?;
-                with_first_item(up, p.name()).await
-            })
-            .await
-            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
-        let upstream = served.value;
-        let meta = self.meta(
-            requested_model.clone(),
-            &served.route,
-            opts,
-            started,
-            served.attempts,
-            None,
-            served.key_id,
-            upstream.meta.rate_limit.clone(),
-        );
-        let stream = bound_by_deadline(upstream.stream, &served.route, started, job.deadline);
-        Ok(ChatStream::new(
-            stream,
-            meta,
-            client_wants_usage,
-            stream::Accounting {
-                client: self.clone(),
-                route: served.route,
-                // Billed only for a stream cut before its usage arrived: the exact count if
-                // admission needed one, else the byte-based estimate.
-                prompt_estimate: job
-                    .demand
-                    .exact_input()
-                    .unwrap_or_else(|| crate::tokens::estimate_prompt_tokens(req)),
-                lease: served.lease,
-            },
-        ))
+        let call = self.open(Operation::ChatStream, CallRequest::Chat(&mut req), context)?;
+        let call = self.admit_chat(call, &req).await?;
+        let span = call.span.clone();
+        self.chat_stream_cached(req, call).instrument(span).await
     }
 
     /// Run many requests with at most `max_concurrency` in flight. Results come back in input
@@ -564,52 +419,43 @@ impl Client {
 
     /// Embeddings.
     pub async fn embed(&self, req: EmbeddingsRequest) -> Result<EmbeddingsOutcome> {
-        self.embed_with(req, &CallOptions::default()).await
+        self.embed_with(req, CallContext::default()).await
     }
 
     pub async fn embed_with(
         &self,
         mut req: EmbeddingsRequest,
-        opts: &CallOptions,
+        context: CallContext,
     ) -> Result<EmbeddingsOutcome> {
-        let requested_model = std::mem::take(&mut req.model);
-        let started = Instant::now();
+        let mut call = self.open(
+            Operation::Embeddings,
+            CallRequest::Embeddings(&mut req),
+            context,
+        )?;
         let texts = req.input.texts();
         let demand = Demand {
             input_tokens: texts.iter().map(|t| crate::tokens::count_tokens(t)).sum(),
             output_tokens: 0,
         };
-        let job = self.job(&requested_model, JobDemand::fixed(demand), opts, started);
-        let req = &req;
-        let served = self
-            .execute(&job, |p, ctx| async move {
-                // The provider is given the upstream model name through the request.
-                let mut req = req.clone();
-                req.model = ctx.upstream_model.clone();
-                p.embed(&req, &ctx).await
-            })
-            .await
-            .inspect_err(|_| self.inner.stats.record_error(job.model))?;
-        let up = served.value;
-        let usage = Usage::new(up.body.usage.prompt_tokens, 0);
-        if let Some(lease) = served.lease {
-            lease.settle(usage.prompt_tokens, 0);
+        if let Err(e) = call.admit(demand.input_tokens, 0).await {
+            return Err(call.fail(e));
         }
-        let meta = self.meta(
-            requested_model.clone(),
-            &served.route,
-            opts,
-            started,
-            served.attempts,
-            Some(usage),
-            served.key_id,
-            up.meta.rate_limit,
-        );
-        self.inner.stats.record_success(
-            &served.route.qualified(),
-            meta.usage.as_ref(),
-            meta.cost_usd,
-        );
+        let span = call.span.clone();
+        let req = &req;
+        let (up, meta) = self
+            .complete(
+                call,
+                DemandEstimate::fixed(demand),
+                |p, ctx| async move {
+                    // The provider is given the upstream model name through the request.
+                    let mut req = req.clone();
+                    req.model = ctx.upstream_model.clone();
+                    p.embed(&req, &ctx).await
+                },
+                |body| Some(Usage::new(body.usage.prompt_tokens, 0)),
+            )
+            .instrument(span)
+            .await?;
         Ok(EmbeddingsOutcome {
             response: up.body,
             meta,
@@ -654,7 +500,7 @@ impl Client {
                 model: provider.to_owned(),
                 hint: format!("provider `{provider}` is not configured"),
             })?;
-        let deadline = self.deadline(&CallOptions::default());
+        let deadline = Instant::now() + self.inner.config.defaults.request_timeout;
         let lease = reg
             .pool
             .acquire(Demand::default(), 0, deadline, &[])
@@ -677,24 +523,26 @@ impl Client {
             .flat_map(|r| r.pool.status())
             .collect();
         keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        let mut deployments: Vec<DeploymentStatus> = self
-            .inner
-            .groups
-            .all()
-            .iter()
-            .flat_map(|g| {
-                g.group
-                    .deployments()
-                    .iter()
-                    .zip(&g.breakers)
-                    .map(|(d, b)| DeploymentStatus {
-                        group: g.name.clone(),
+        let mut by_id: HashMap<String, DeploymentStatus> = HashMap::new();
+        for g in self.inner.groups.all() {
+            for d in g.group.deployments() {
+                let entry = by_id
+                    .entry(d.health.id.clone())
+                    .or_insert_with(|| DeploymentStatus {
+                        groups: Vec::new(),
                         deployment: d.snapshot(),
-                        breaker: b.snapshot(),
-                    })
-            })
-            .collect();
-        deployments.sort_by(|a, b| (&a.group, &a.deployment.id).cmp(&(&b.group, &b.deployment.id)));
+                        breaker: d.health.breaker.snapshot(),
+                    });
+                if g.name != d.health.id {
+                    entry.groups.push(g.name.clone());
+                }
+            }
+        }
+        let mut deployments: Vec<DeploymentStatus> = by_id.into_values().collect();
+        for d in &mut deployments {
+            d.groups.sort();
+        }
+        deployments.sort_by(|a, b| a.deployment.id.cmp(&b.deployment.id));
         Status {
             uptime_seconds: self.inner.started.elapsed().as_secs_f64(),
             models: self.inner.stats.snapshot(),
@@ -704,34 +552,28 @@ impl Client {
     }
 
     /// Close circuit breakers by hand: all of them, or those of deployments whose id
-    /// (`provider/model`) or group name matches. Returns how many were reset.
+    /// (`provider/model`) or group name matches. Returns how many were reset (each
+    /// deployment once, however many groups list it).
     pub fn reset_circuits(&self, matching: Option<&str>) -> usize {
-        let mut n = 0;
-        for g in self.inner.groups.all() {
-            for (d, b) in g.group.deployments().iter().zip(&g.breakers) {
-                if matching.is_none_or(|m| m == d.id || m == g.name) {
-                    b.reset();
-                    n += 1;
+        let mut reset: Vec<&str> = Vec::new();
+        let groups = self.inner.groups.all();
+        for g in &groups {
+            for d in g.group.deployments() {
+                let id = d.health.id.as_str();
+                if matching.is_none_or(|m| m == id || m == d.id || m == g.name)
+                    && !reset.contains(&id)
+                {
+                    d.health.breaker.reset();
+                    reset.push(id);
                 }
             }
         }
-        n
+        reset.len()
     }
 
-    pub(crate) fn record_stream_end(
-        &self,
-        route: &Route,
-        usage: Option<&Usage>,
-        failed: bool,
-    ) -> Option<Decimal> {
-        let qualified = route.qualified();
-        if failed && usage.is_none() {
-            self.inner.stats.record_error(&qualified);
-            return None;
-        }
-        let cost = self.price(route, usage);
-        self.inner.stats.record_success(&qualified, usage, cost);
-        cost
+    /// How many groups the client keeps state for (configured, and direct names in use).
+    pub fn group_count(&self) -> usize {
+        self.inner.groups.len()
     }
 }
 

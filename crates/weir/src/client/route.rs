@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Where a request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Route {
     pub provider: String,
     pub upstream_model: String,

@@ -1,7 +1,13 @@
-//! Counters since start: calls, errors, tokens and cost per model, for `/status`.
+//! Counters since start: calls, errors, cache hits, tokens and cost per deployment, for
+//! `/status`. The first consumer of every call's [`UsageEvent`].
+//!
+//! A call is counted under the deployment that answered it (or failed last): `provider/model`,
+//! whatever name the caller used. A call that reached no deployment is counted under its
+//! configured group or alias, or under `other`: names a caller makes up never add a row, and
+//! past [`MAX_ROWS`] rows everything new lands in `other` too.
 //!
 //! Counters are atomics behind a read-mostly map: the write lock is taken only the first time
-//! a model is seen. Costs are summed as integer nanodollars, so totals are exact (every bundled
+//! a name is seen. Costs are summed as integer nanodollars, so totals are exact (every bundled
 //! price is a whole number of nanodollars per token).
 
 use std::collections::HashMap;
@@ -11,12 +17,20 @@ use std::sync::{Arc, RwLock};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
-use weir_types::chat::Usage;
+
+use crate::config::Config;
+use crate::pipeline::{Outcome, Tokens, UsageEvent};
+
+/// Rows the counters keep at most; later names fold into [`OTHER`].
+pub(crate) const MAX_ROWS: usize = 1024;
+/// The row for calls that name nothing configured.
+pub const OTHER: &str = "other";
 
 #[derive(Debug, Default)]
 struct Counters {
     calls: AtomicU64,
     errors: AtomicU64,
+    cache_hits: AtomicU64,
     prompt_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     cached_tokens: AtomicU64,
@@ -29,6 +43,9 @@ pub struct ModelTotals {
     pub model: String,
     pub calls: u64,
     pub errors: u64,
+    /// Calls answered by the response cache or by an identical call in flight (counted in
+    /// `calls` too, at no cost).
+    pub cache_hits: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
@@ -49,25 +66,44 @@ impl Stats {
             return Arc::clone(c);
         }
         match self.models.write() {
-            Ok(mut map) => Arc::clone(map.entry(model.to_owned()).or_default()),
+            Ok(mut map) => {
+                let name = if map.len() < MAX_ROWS { model } else { OTHER };
+                Arc::clone(map.entry(name.to_owned()).or_default())
+            }
             // A poisoned lock means a panic elsewhere; counting into a detached cell keeps
             // requests flowing.
             Err(_) => Arc::new(Counters::default()),
         }
     }
 
-    /// Count one successful call.
-    pub fn record_success(&self, model: &str, usage: Option<&Usage>, cost: Option<Decimal>) {
-        let c = self.counters(model);
+    /// Count one call from its event.
+    pub(crate) fn record(&self, event: &UsageEvent, config: &Config) {
+        let c = match &event.route {
+            Some(r) => self.counters(&r.deployment()),
+            None if config.groups.contains_key(event.context.model.as_str()) => {
+                self.counters(&event.context.model)
+            }
+            None => self.counters(OTHER),
+        };
         c.calls.fetch_add(1, Ordering::Relaxed);
-        if let Some(u) = usage {
-            c.prompt_tokens
-                .fetch_add(u.prompt_tokens, Ordering::Relaxed);
-            c.completion_tokens
-                .fetch_add(u.completion_tokens, Ordering::Relaxed);
-            c.cached_tokens
-                .fetch_add(u.cached_tokens(), Ordering::Relaxed);
+        if event.outcome == Outcome::Failure {
+            c.errors.fetch_add(1, Ordering::Relaxed);
         }
+        if event.cache.is_free() {
+            c.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        c.add(&event.tokens, event.cost_usd);
+    }
+}
+
+impl Counters {
+    fn add(&self, tokens: &Tokens, cost: Option<Decimal>) {
+        let c = self;
+        c.prompt_tokens.fetch_add(tokens.input, Ordering::Relaxed);
+        c.completion_tokens
+            .fetch_add(tokens.output, Ordering::Relaxed);
+        c.cached_tokens
+            .fetch_add(tokens.cached_input, Ordering::Relaxed);
         if let Some(cost) = cost {
             let nanos = (cost * Decimal::from(1_000_000_000u64))
                 .round()
@@ -76,12 +112,13 @@ impl Stats {
             c.cost_nanodollars.fetch_add(nanos, Ordering::Relaxed);
         }
     }
+}
 
-    /// Count one failed call.
-    pub fn record_error(&self, model: &str) {
-        let c = self.counters(model);
-        c.calls.fetch_add(1, Ordering::Relaxed);
-        c.errors.fetch_add(1, Ordering::Relaxed);
+impl Stats {
+    /// How many rows the counters hold.
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> usize {
+        self.models.read().map_or(0, |m| m.len())
     }
 
     /// Totals per model, sorted by name.
@@ -95,6 +132,7 @@ impl Stats {
                 model: model.clone(),
                 calls: c.calls.load(Ordering::Relaxed),
                 errors: c.errors.load(Ordering::Relaxed),
+                cache_hits: c.cache_hits.load(Ordering::Relaxed),
                 prompt_tokens: c.prompt_tokens.load(Ordering::Relaxed),
                 completion_tokens: c.completion_tokens.load(Ordering::Relaxed),
                 cached_tokens: c.cached_tokens.load(Ordering::Relaxed),
@@ -113,20 +151,25 @@ mod tests {
     use std::str::FromStr;
 
     #[test]
-    fn sums_exactly() {
+    fn sums_exactly_and_folds_names_past_the_cap() {
         let s = Stats::default();
         let cost = Decimal::from_str("0.000000075").unwrap_or_default();
+        let tokens = Tokens {
+            input: 1,
+            ..Tokens::default()
+        };
         for _ in 0..1000 {
-            s.record_success("openai/gpt-4o-mini", Some(&Usage::new(1, 0)), Some(cost));
+            s.counters("openai/gpt-4o-mini").add(&tokens, Some(cost));
         }
-        s.record_error("openai/gpt-4o-mini");
         let t = &s.snapshot()[0];
-        assert_eq!(t.calls, 1001);
-        assert_eq!(t.errors, 1);
         assert_eq!(t.prompt_tokens, 1000);
         assert_eq!(
             t.cost_usd,
             Decimal::from_str("0.000075").unwrap_or_default()
         );
+        for i in 0..MAX_ROWS + 10 {
+            s.counters(&format!("p/m{i}"));
+        }
+        assert_eq!(s.rows(), MAX_ROWS + 1, "the cap, plus `other`");
     }
 }

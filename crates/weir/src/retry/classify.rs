@@ -47,6 +47,7 @@ pub fn is_retryable(policy: &RetryPolicy, err: &Error) -> bool {
         | Error::ModelNotFound { .. }
         | Error::Unsupported { .. }
         | Error::BudgetExceeded { .. }
+        | Error::Rejected { .. }
         | Error::Config(_) => false,
     }
 }

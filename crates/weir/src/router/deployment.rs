@@ -1,7 +1,8 @@
 //! One deployment: a model through one provider, with the live state routing reads.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::latency::{LatencyConfig, PeakEwma};
+use crate::breaker::{BreakerConfig, CircuitBreaker};
 
 /// How a deployment is configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,18 +57,77 @@ impl DeploymentSpec {
     }
 }
 
+/// The live health of one deployment (a provider and an upstream model): its breaker, its
+/// latency estimate, its requests in flight and its recent first-byte times. One per
+/// deployment, shared by every group that lists it, so a failing deployment is known as
+/// failing wherever it is used.
+pub struct DeploymentHealth {
+    /// `provider/upstream_model`.
+    pub id: String,
+    pub breaker: CircuitBreaker,
+    in_flight: AtomicU32,
+    latency: PeakEwma,
+    /// Recent times to first byte, kept only for groups that hedge at their p95.
+    ttfb: Mutex<VecDeque<Duration>>,
+}
+
+impl std::fmt::Debug for DeploymentHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeploymentHealth")
+            .field("id", &self.id)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TTFB samples kept per deployment for `hedge: { after: p95 }`.
+const TTFB_SAMPLES: usize = 128;
+
+impl DeploymentHealth {
+    pub fn new(id: impl Into<String>, breaker: BreakerConfig, latency: LatencyConfig) -> Self {
+        Self {
+            id: id.into(),
+            breaker: CircuitBreaker::new(breaker),
+            in_flight: AtomicU32::new(0),
+            latency: PeakEwma::new(latency),
+            ttfb: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Keep one time-to-first-byte sample for p95 hedging.
+    pub fn record_ttfb(&self, d: Duration) {
+        if let Ok(mut ring) = self.ttfb.lock() {
+            if ring.len() == TTFB_SAMPLES {
+                ring.pop_front();
+            }
+            ring.push_back(d);
+        }
+    }
+
+    /// The 95th percentile of recent first-byte times, once there are enough samples to
+    /// know one (20).
+    pub fn ttfb_p95(&self) -> Option<Duration> {
+        let ring = self.ttfb.lock().ok()?;
+        if ring.len() < 20 {
+            return None;
+        }
+        let mut v: Vec<Duration> = ring.iter().copied().collect();
+        v.sort_unstable();
+        v.get((v.len() * 95 / 100).min(v.len() - 1)).copied()
+    }
+}
+
 /// A deployment in a [`Group`](super::Group), shared as `Arc<Deployment>` between the group
-/// and the requests using it.
+/// and the requests using it: the group's view (weight, priority, price) of a deployment
+/// whose [`DeploymentHealth`] may be shared with other groups.
 #[derive(Debug)]
 pub struct Deployment {
-    /// Position in the group, so the engine can keep side tables (breakers, stats) in
-    /// plain vectors.
+    /// Position in the group.
     pub index: usize,
     /// `provider/upstream_model`, unique within the group (a repeat gets `#2`, `#3`, ...).
     pub id: String,
     pub spec: DeploymentSpec,
-    in_flight: AtomicU32,
-    latency: PeakEwma,
+    pub health: Arc<DeploymentHealth>,
     /// The price as a sort key, converted once: `+inf` when unknown so it sorts last.
     price_key: f64,
 }
@@ -76,7 +137,7 @@ impl Deployment {
         index: usize,
         id: String,
         spec: DeploymentSpec,
-        latency: LatencyConfig,
+        health: Arc<DeploymentHealth>,
     ) -> Self {
         let price_key = spec
             .cost_per_million
@@ -88,8 +149,7 @@ impl Deployment {
             index,
             id,
             spec,
-            in_flight: AtomicU32::new(0),
-            latency: PeakEwma::new(latency),
+            health,
             price_key,
         }
     }
@@ -97,7 +157,7 @@ impl Deployment {
     /// Count a request as in flight until the returned guard drops.
     #[must_use = "the request counts as in flight only while the guard lives"]
     pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.health.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             deployment: Arc::clone(self),
             started: Instant::now(),
@@ -107,28 +167,28 @@ impl Deployment {
     /// Feed one latency sample (time to first byte or to the full response; use one kind
     /// consistently per group, as estimates are compared with each other).
     pub fn observe_latency(&self, latency: Duration) {
-        self.latency.observe(latency);
+        self.health.latency.observe(latency);
     }
 
-    /// Requests currently holding an [`InFlight`] guard.
+    /// Requests currently holding an [`InFlight`] guard, from every group.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.health.in_flight.load(Ordering::Relaxed)
     }
 
     /// The peak-EWMA latency estimate now (the configured default before any sample).
     pub fn latency_estimate(&self) -> Duration {
-        Duration::try_from_secs_f64(self.latency.estimate_secs()).unwrap_or(Duration::MAX)
+        Duration::try_from_secs_f64(self.health.latency.estimate_secs()).unwrap_or(Duration::MAX)
     }
 
     /// Whether any latency sample has been observed.
     pub fn has_latency_samples(&self) -> bool {
-        self.latency.has_samples()
+        self.health.latency.has_samples()
     }
 
     /// Expected wait for a new request, in seconds: the estimate times the requests it
     /// would queue behind, counting itself (`ewma * (in_flight + 1)`).
     pub fn load(&self) -> f64 {
-        self.latency.estimate_secs() * f64::from(self.in_flight().saturating_add(1))
+        self.health.latency.estimate_secs() * f64::from(self.in_flight().saturating_add(1))
     }
 
     pub(super) fn price_key(&self) -> f64 {
@@ -138,9 +198,9 @@ impl Deployment {
     /// Live state for status pages and logs.
     pub fn snapshot(&self) -> DeploymentSnapshot {
         DeploymentSnapshot {
-            id: self.id.clone(),
+            id: self.health.id.clone(),
             in_flight: self.in_flight(),
-            latency_ms: self.latency.estimate_secs() * 1000.0,
+            latency_ms: self.health.latency.estimate_secs() * 1000.0,
             weight: self.spec.weight,
             priority: self.spec.priority,
         }
@@ -169,7 +229,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.deployment.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.deployment
+            .health
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-pub use deployment::{Deployment, DeploymentSnapshot, DeploymentSpec, InFlight};
+pub use deployment::{Deployment, DeploymentHealth, DeploymentSnapshot, DeploymentSpec, InFlight};
 pub use latency::LatencyConfig;
 
 /// How a group orders its deployments.
@@ -70,12 +70,30 @@ impl Group {
         Self::with_latency(name, strategy, specs, LatencyConfig::default())
     }
 
-    /// A group whose deployments estimate latency with `latency`.
+    /// A group whose deployments estimate latency with `latency` (each with health of its
+    /// own, and a default breaker).
     pub fn with_latency(
         name: impl Into<String>,
         strategy: Strategy,
         specs: Vec<DeploymentSpec>,
         latency: LatencyConfig,
+    ) -> Self {
+        Self::with_health(name, strategy, specs, |spec| {
+            Arc::new(DeploymentHealth::new(
+                format!("{}/{}", spec.provider, spec.upstream_model),
+                crate::breaker::BreakerConfig::default(),
+                latency,
+            ))
+        })
+    }
+
+    /// A group whose deployments take their live health from `health` (which may hand the
+    /// same health to several groups: one breaker per deployment, wherever it is listed).
+    pub fn with_health(
+        name: impl Into<String>,
+        strategy: Strategy,
+        specs: Vec<DeploymentSpec>,
+        health: impl Fn(&DeploymentSpec) -> Arc<DeploymentHealth>,
     ) -> Self {
         let mut seen = HashSet::with_capacity(specs.len());
         let deployments = specs
@@ -91,7 +109,8 @@ impl Group {
                     n += 1;
                     id = format!("{base}#{n}");
                 }
-                Arc::new(Deployment::new(index, id, spec, latency))
+                let health = health(&spec);
+                Arc::new(Deployment::new(index, id, spec, health))
             })
             .collect();
         Self {

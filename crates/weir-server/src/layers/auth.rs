@@ -1,0 +1,273 @@
+//! Authentication: who is calling, decided by an [`Authenticator`] before any route runs.
+//!
+//! The authenticator sees the request's head and answers with a [`weir::Principal`] (put on
+//! the request for the handlers' call context) or a refusal (a 401 in the route's error
+//! shape). It may answer at once ([`AuthDecision::Ready`], as the configured static keys do,
+//! at no allocation) or later ([`AuthDecision::Pending`], for keys that live in a store).
+//! Health probes (`/health`, `/ready`) are never asked for a key, so orchestrators can check
+//! liveness without secrets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use secrecy::{ExposeSecret, SecretString};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
+use tower::{Layer, Service};
+use weir::Principal;
+
+use crate::error::{ApiError, Flavor};
+
+/// Why a request was refused: said to the client, so never a secret.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub message: String,
+}
+
+/// An authenticator's answer.
+pub enum AuthDecision {
+    /// Decided now: the caller, or why not.
+    Ready(Result<Principal, Refusal>),
+    /// Decided later (a store lookup).
+    Pending(BoxFuture<'static, Result<Principal, Refusal>>),
+}
+
+/// Decides who a request comes from. See the module docs.
+pub trait Authenticator: Send + Sync + 'static {
+    fn authenticate(&self, request: &Parts) -> AuthDecision;
+}
+
+/// The key a request presents: `Authorization: Bearer <key>`, else `x-api-key: <key>`.
+pub fn presented_key(request: &Parts) -> Option<&str> {
+    let headers = &request.headers;
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    })
+}
+
+/// The configured gateway keys (`server.api_keys`). No keys: everyone is let in (and the
+/// server listens on loopback only).
+pub struct StaticKeys {
+    keys: Vec<(SecretString, String)>,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StaticKeys([{} redacted])", self.keys.len())
+    }
+}
+
+impl StaticKeys {
+    pub fn new(keys: &[SecretString]) -> Self {
+        Self {
+            keys: keys
+                .iter()
+                .map(|secret| {
+                    let tenant =
+                        weir::cache::key::namespace_for_gateway_key(secret.expose_secret());
+                    (secret.clone(), tenant)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The tenant whose key `presented` is, if it is one. Every key is compared in constant
+    /// time, and all of them are always compared, so timing reveals neither which key nor
+    /// how much of it matched.
+    pub fn tenant_of(&self, presented: &str) -> Option<&str> {
+        let presented = presented.as_bytes();
+        let mut found = subtle::Choice::from(0u8);
+        let mut index = 0u64;
+        for (i, (secret, _)) in self.keys.iter().enumerate() {
+            let matches = secret.expose_secret().as_bytes().ct_eq(presented);
+            index.conditional_assign(&(i as u64), matches);
+            found |= matches;
+        }
+        let index = usize::try_from(index).ok()?;
+        let (_, tenant) = self.keys.get(index)?;
+        bool::from(found).then_some(tenant.as_str())
+    }
+}
+
+impl Authenticator for StaticKeys {
+    fn authenticate(&self, request: &Parts) -> AuthDecision {
+        if self.keys.is_empty() {
+            return AuthDecision::Ready(Ok(Principal::default()));
+        }
+        AuthDecision::Ready(match presented_key(request).map(|k| self.tenant_of(k)) {
+            Some(Some(tenant)) => Ok(Principal {
+                tenant: Some(tenant.to_owned()),
+                ..Principal::default()
+            }),
+            Some(None) => Err(Refusal {
+                message: "invalid gateway API key: check the key your client sends (Authorization: Bearer ... or x-api-key)".into(),
+            }),
+            None => Err(Refusal {
+                message: "missing gateway API key: send Authorization: Bearer <key> or x-api-key: <key>".into(),
+            }),
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthLayer {
+    authenticator: Arc<dyn Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(authenticator: Arc<dyn Authenticator>) -> Self {
+        Self { authenticator }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            authenticator: Arc::clone(&self.authenticator),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    authenticator: Arc<dyn Authenticator>,
+}
+
+impl<S> std::fmt::Debug for Authenticate<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticate").finish_non_exhaustive()
+    }
+}
+
+fn refused(refusal: Refusal, path: &str) -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "authentication_error",
+        refusal.message,
+    )
+    .with_code("invalid_api_key")
+    .flavor(Flavor::for_path(path))
+    .closing()
+    .into_response()
+}
+
+impl<S> Service<Request> for Authenticate<S>
+where
+    S: Service<Request, Response = Response> + Clone + Send + Unpin + 'static,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = AuthFuture<S, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let path = req.uri().path();
+        if path == "/health" || path == "/ready" {
+            return AuthFuture::Inner(self.inner.call(req));
+        }
+        let (mut parts, body) = req.into_parts();
+        match self.authenticator.authenticate(&parts) {
+            AuthDecision::Ready(Ok(principal)) => {
+                parts.extensions.insert(principal);
+                AuthFuture::Inner(self.inner.call(Request::from_parts(parts, body)))
+            }
+            AuthDecision::Ready(Err(refusal)) => {
+                AuthFuture::Refused(Some(refused(refusal, parts.uri.path())))
+            }
+            AuthDecision::Pending(decision) => AuthFuture::Deciding(Box::new(Deciding {
+                decision,
+                decided: None,
+                request: Some((parts, body)),
+                // The future outlives this call: it takes a clone, polled ready before use.
+                inner: self.inner.clone(),
+            })),
+        }
+    }
+}
+
+pub enum AuthFuture<S, F> {
+    Inner(F),
+    Refused(Option<Response>),
+    /// Boxed: only a store-backed authenticator gets here, and every request's future would
+    /// otherwise be sized for it.
+    Deciding(Box<Deciding<S>>),
+}
+
+pub struct Deciding<S> {
+    decision: BoxFuture<'static, Result<Principal, Refusal>>,
+    decided: Option<Result<Principal, Refusal>>,
+    request: Option<(Parts, axum::body::Body)>,
+    inner: S,
+}
+
+impl<S, F, E> Future for AuthFuture<S, F>
+where
+    S: Service<Request, Response = Response, Error = E, Future = F> + Unpin,
+    F: Future<Output = Result<Response, E>> + Unpin,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let this = &mut *self;
+            let next = match this {
+                Self::Inner(f) => return Pin::new(f).poll(cx),
+                Self::Refused(res) => return Poll::Ready(Ok(res.take().unwrap_or_default())),
+                Self::Deciding(deciding) => {
+                    let Deciding {
+                        decision,
+                        decided,
+                        request,
+                        inner,
+                    } = &mut **deciding;
+                    if decided.is_none() {
+                        *decided = Some(ready!(decision.as_mut().poll(cx)));
+                    }
+                    ready!(inner.poll_ready(cx))?;
+                    let Some(decided) = decided.take() else {
+                        return Poll::Ready(Ok(Response::default()));
+                    };
+                    let Some((mut parts, body)) = request.take() else {
+                        return Poll::Ready(Ok(Response::default()));
+                    };
+                    match decided {
+                        Ok(principal) => {
+                            parts.extensions.insert(principal);
+                            Self::Inner(inner.call(Request::from_parts(parts, body)))
+                        }
+                        Err(refusal) => Self::Refused(Some(refused(refusal, parts.uri.path()))),
+                    }
+                }
+            };
+            *this = next;
+        }
+    }
+}

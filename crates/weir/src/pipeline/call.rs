@@ -1,0 +1,333 @@
+//! [`Call`]: one call's lifecycle, from its context to its one [`UsageEvent`].
+//!
+//! Every operation opens a `Call` ([`Client::open`]) and ends it through [`Call::finish`]
+//! (or [`Call::fail`]): that is the one place where the key reservation is settled, the
+//! usage priced, the admissions settled and the event handed to the sinks (the `/status`
+//! counters first). A `Call` dropped without an ending (its caller went away mid-call)
+//! finishes itself as [`Outcome::Disconnected`], so no call goes uncounted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use tokio::time::Instant;
+use weir_types::chat::Usage;
+
+use super::CallContext;
+use super::event::{CacheOutcome, Latencies, Operation, Outcome, RouteTaken, Tokens, UsageEvent};
+use super::seams::{Admission, AdmissionRequest, CallRequest, Reservation};
+use crate::client::{CacheStatus, Client, ResponseMeta, Route};
+use crate::error::{Error, Result};
+use crate::pool::Lease;
+use crate::provider::RateLimitSnapshot;
+
+/// How a call ended, as its operation knows it.
+#[derive(Debug, Default)]
+pub(crate) struct Ending {
+    pub(crate) error: Option<(crate::error::ErrorKind, u16)>,
+    pub(crate) disconnected: bool,
+    pub(crate) route: Option<Route>,
+    pub(crate) key_label: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) usage_estimated: bool,
+    /// From the first attempt to the upstream's answer (a stream's first event).
+    pub(crate) upstream: Duration,
+    pub(crate) first_token: Option<Duration>,
+    /// The key reservation, settled here against `usage`.
+    pub(crate) lease: Option<Lease>,
+}
+
+impl Ending {
+    pub(crate) fn failed(err: &Error) -> Self {
+        Self {
+            error: Some((err.kind(), err.http_status())),
+            ..Self::default()
+        }
+    }
+}
+
+/// One call in progress. See the module docs.
+pub(crate) struct Call {
+    pub(crate) client: Client,
+    pub(crate) context: Arc<CallContext>,
+    pub(crate) operation: Operation,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Instant,
+    pub(crate) cache: CacheOutcome,
+    reservations: Vec<(Arc<dyn Admission>, Reservation)>,
+    pub(crate) span: tracing::Span,
+    finished: bool,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("operation", &self.operation)
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Open a call: run the request hooks, settle the requested model and the deadline. A
+    /// call a hook refuses ends at once (its event says so). The call is admitted separately
+    /// ([`Call::admit`]), once the caller knows its demand.
+    pub(crate) fn open(
+        &self,
+        operation: Operation,
+        mut request: CallRequest<'_>,
+        mut context: CallContext,
+    ) -> Result<Call> {
+        let started = Instant::now();
+        let mut refused = None;
+        for hook in &self.inner.seams.hooks {
+            if let Err(e) = hook.on_request(request.reborrow(), &mut context) {
+                refused = Some(e);
+                break;
+            }
+        }
+        if context.model.is_empty() {
+            let named = request.model();
+            context.model = if named.is_empty() {
+                self.inner.config.defaults.model.clone()
+            } else {
+                named.to_owned()
+            };
+        }
+        let deadline = started
+            + context
+                .timeout
+                .unwrap_or(self.inner.config.defaults.request_timeout);
+        // Disabled (the default level is info), the span is a no-op: nothing is formatted.
+        let span = tracing::debug_span!(
+            "weir.call",
+            operation = operation.as_str(),
+            request_id = %context.request_id,
+            model = %context.model,
+            deployment = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let call = Call {
+            client: self.clone(),
+            context: Arc::new(context),
+            operation,
+            started,
+            deadline,
+            cache: CacheOutcome::Bypass,
+            reservations: Vec::new(),
+            span,
+            finished: false,
+        };
+        match refused {
+            Some(e) => Err(call.fail(e)),
+            None => Ok(call),
+        }
+    }
+}
+
+impl Call {
+    /// Ask every admission to reserve for this call; the first refusal ends it.
+    pub(crate) async fn admit(&mut self, input_tokens: u64, max_output_tokens: u64) -> Result<()> {
+        let admissions = &self.client.inner.seams.admissions;
+        if admissions.is_empty() {
+            return Ok(());
+        }
+        let request = AdmissionRequest {
+            context: &self.context,
+            operation: self.operation,
+            input_tokens,
+            max_output_tokens,
+        };
+        let mut held = Vec::with_capacity(admissions.len());
+        for admission in admissions {
+            match admission.reserve(&request).await {
+                Ok(r) => held.push((Arc::clone(admission), r)),
+                Err(e) => {
+                    for (a, r) in held {
+                        a.release(r);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.reservations = held;
+        Ok(())
+    }
+
+    /// The requested model (an alias stays an alias).
+    pub(crate) fn model(&self) -> &str {
+        &self.context.model
+    }
+
+    /// End the call with an error: its event, then the error back for the caller.
+    pub(crate) fn fail(self, err: Error) -> Error {
+        self.finish(Ending::failed(&err));
+        err
+    }
+
+    /// End the call: settle, price, count, and emit its one event, which is returned.
+    pub(crate) fn finish(mut self, ending: Ending) -> UsageEvent {
+        self.finished = true;
+        self.complete(ending)
+    }
+
+    fn complete(&mut self, ending: Ending) -> UsageEvent {
+        let Ending {
+            error,
+            disconnected,
+            route,
+            key_label,
+            attempts,
+            usage,
+            usage_estimated,
+            upstream,
+            first_token,
+            lease,
+        } = ending;
+        if let (Some(lease), Some(u)) = (lease, usage.as_ref()) {
+            lease.settle(u.prompt_tokens, u.completion_tokens);
+        }
+        let cost_usd = if self.cache.is_free() {
+            Some(Decimal::ZERO)
+        } else {
+            route
+                .as_ref()
+                .zip(usage.as_ref())
+                .and_then(|(r, u)| self.client.price(r, u))
+        };
+        let outcome = if disconnected {
+            Outcome::Disconnected
+        } else if error.is_some() {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        let event = UsageEvent {
+            context: Arc::clone(&self.context),
+            operation: self.operation,
+            outcome,
+            // 499: the client closed the request (a convention of proxies' logs).
+            status: if disconnected {
+                499
+            } else {
+                error.map_or(200, |(_, status)| status)
+            },
+            error: error.map(|(kind, _)| kind),
+            route: route.map(|r| RouteTaken {
+                provider: r.provider,
+                upstream_model: r.upstream_model,
+                key_label,
+            }),
+            attempts,
+            tokens: usage.as_ref().map(Tokens::from_usage).unwrap_or_default(),
+            tokens_estimated: usage_estimated,
+            cost_usd,
+            cache: self.cache,
+            latency: Latencies {
+                total: self.started.elapsed(),
+                upstream,
+                first_token,
+            },
+        };
+        if !self.span.is_disabled() {
+            if let Some(r) = &event.route {
+                self.span.record("deployment", r.deployment().as_str());
+            }
+            self.span.record("outcome", outcome.as_str());
+        }
+        for (admission, reservation) in self.reservations.drain(..) {
+            admission.settle(reservation, &event);
+        }
+        let inner = &self.client.inner;
+        inner.stats.record(&event, &inner.config);
+        for sink in &inner.seams.sinks {
+            sink.record(&event);
+        }
+        event
+    }
+
+    /// The metadata of a stream that starts now (its cost is known at its end, in its
+    /// summary). Response hooks see it.
+    pub(crate) fn stream_meta(&self, start: &StreamStart) -> ResponseMeta {
+        let mut meta = ResponseMeta {
+            requested_model: self.context.model.clone(),
+            provider: start.route.provider.clone(),
+            upstream_model: start.route.upstream_model.clone(),
+            request_id: self.context.request_id.clone(),
+            latency: start.upstream,
+            attempts: start.attempts,
+            usage: None,
+            cost_usd: self.cache.is_free().then_some(Decimal::ZERO),
+            key_id: start.key_label.clone(),
+            rate_limit: start.rate_limit.clone(),
+            cache: CacheStatus::from(self.cache),
+            coalesced: self.cache == CacheOutcome::Coalesced,
+            tags: self.context.tags.clone(),
+        };
+        for hook in &self.client.inner.seams.hooks {
+            hook.on_response(&self.context, &mut meta);
+        }
+        meta
+    }
+}
+
+/// What is known of a stream when its first event has arrived.
+#[derive(Debug, Default)]
+pub(crate) struct StreamStart {
+    pub(crate) route: Route,
+    pub(crate) key_label: Option<String>,
+    pub(crate) attempts: u32,
+    pub(crate) upstream: Duration,
+    pub(crate) rate_limit: Option<RateLimitSnapshot>,
+    pub(crate) lease: Option<Lease>,
+}
+
+/// The metadata of a finished call's answer, from its event. Response hooks see it.
+pub(crate) fn meta_of(
+    client: &Client,
+    event: UsageEvent,
+    usage: Option<Usage>,
+    rate_limit: Option<RateLimitSnapshot>,
+) -> ResponseMeta {
+    let (provider, upstream_model, key_id) = match event.route {
+        Some(r) => (r.provider, r.upstream_model, r.key_label),
+        None => Default::default(),
+    };
+    let mut meta = ResponseMeta {
+        requested_model: event.context.model.clone(),
+        provider,
+        upstream_model,
+        request_id: event.context.request_id.clone(),
+        latency: if event.cache.is_free() {
+            event.latency.total
+        } else {
+            event.latency.upstream
+        },
+        attempts: event.attempts,
+        usage,
+        cost_usd: event.cost_usd,
+        key_id,
+        rate_limit,
+        cache: CacheStatus::from(event.cache),
+        coalesced: event.cache == CacheOutcome::Coalesced,
+        tags: event.context.tags.clone(),
+    };
+    for hook in &client.inner.seams.hooks {
+        hook.on_response(&event.context, &mut meta);
+    }
+    meta
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // Dropped mid-call: the caller went away. Count it all the same.
+        if !self.finished {
+            self.finished = true;
+            self.complete(Ending {
+                disconnected: true,
+                ..Ending::default()
+            });
+        }
+    }
+}

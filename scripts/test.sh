@@ -205,6 +205,8 @@ if want rust; then
   # Tests needing redis-server fail instead of skipping when it is absent.
   export WEIR_REQUIRE_REDIS=1
   cargo test --workspace --locked || die "cargo test failed"
+  # The library's middleware example asserts what it shows; it runs offline on the mock.
+  cargo run --locked -q -p weir --example middleware || die "the middleware example failed"
   stage_end
 fi
 

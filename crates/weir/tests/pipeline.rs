@@ -342,9 +342,12 @@ async fn an_admission_refuses_with_a_typed_4xx_and_settles_admitted_calls_with_r
     assert!(settled[0].0 >= 5, "the estimate is an upper bound here");
 }
 
+/// One attempt as seen: deployment, number, hedge, and how it ended.
+type Seen = (String, u32, bool, Option<AttemptOutcome>);
+
 /// Records every attempt it sees.
 #[derive(Debug, Default)]
-struct Attempts(Mutex<Vec<(String, u32, bool, Option<AttemptOutcome>)>>);
+struct Attempts(Mutex<Vec<Seen>>);
 
 impl AttemptObserver for Attempts {
     fn attempt_started(&self, a: &AttemptInfo<'_>) {

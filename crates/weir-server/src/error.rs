@@ -89,20 +89,22 @@ impl ApiError {
     /// Map a library error.
     pub fn from_weir(err: &Error, flavor: Flavor) -> Self {
         let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let (kind, code) = match err {
-            Error::InvalidRequest { .. } | Error::Unsupported { .. } => {
-                ("invalid_request_error", None)
+        // The type is the one the Anthropic body gives for the same status, from the library's
+        // one table of error types.
+        let kind = weir::messages::error_type_for_status(status.as_u16());
+        let code = match err {
+            Error::InvalidRequest { .. } | Error::Unsupported { .. } | Error::Permission { .. } => {
+                None
             }
-            Error::Authentication { .. } => ("authentication_error", Some("invalid_api_key")),
-            Error::Permission { .. } => ("permission_error", None),
-            Error::ModelNotFound { .. } => ("not_found_error", Some("model_not_found")),
-            Error::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
-            Error::PoolExhausted { .. } => ("rate_limit_error", Some("pool_exhausted")),
-            Error::BudgetExceeded { .. } => ("rate_limit_error", Some("budget_exceeded")),
-            Error::Timeout { .. } => ("timeout_error", Some("upstream_timeout")),
-            Error::CircuitOpen { .. } => ("api_error", Some("circuit_open")),
-            Error::Upstream { status, .. } if *status == 529 => ("overloaded_error", None),
-            _ => ("api_error", Some("upstream_error")),
+            Error::Authentication { .. } => Some("invalid_api_key"),
+            Error::ModelNotFound { .. } => Some("model_not_found"),
+            Error::RateLimited { .. } => Some("rate_limit_exceeded"),
+            Error::PoolExhausted { .. } => Some("pool_exhausted"),
+            Error::BudgetExceeded { .. } => Some("budget_exceeded"),
+            Error::Timeout { .. } => Some("upstream_timeout"),
+            Error::CircuitOpen { .. } => Some("circuit_open"),
+            Error::Upstream { status, .. } if *status == 529 => None,
+            _ => Some("upstream_error"),
         };
         let param = match err {
             Error::InvalidRequest { param, .. } => param.clone(),

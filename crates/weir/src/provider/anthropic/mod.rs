@@ -18,7 +18,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
-use weir_types::anthropic::{ErrorDetail, MessagesRequest, MessagesResponse, StreamEvent};
+use weir_types::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
 use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse};
 use weir_types::models::Model;
 
@@ -345,7 +345,9 @@ fn native_errors(
                 return futures::future::ready(None);
             }
             let out = match item {
-                Ok(StreamEvent::Error { error }) => Err(event_error(&provider, &error, *content)),
+                Ok(StreamEvent::Error { error }) => {
+                    Err(stream::event_error(&provider, &error, *content))
+                }
                 Ok(ev) if ev.is_malformed() => Err(Error::InvalidResponse {
                     provider: provider.clone(),
                     message: format!("malformed `{}` event in the stream", unknown_type(&ev)),
@@ -370,30 +372,6 @@ fn unknown_type(ev: &StreamEvent) -> &str {
     match ev {
         StreamEvent::Unknown(v) => v.get("type").and_then(|t| t.as_str()).unwrap_or(""),
         other => other.event_name(),
-    }
-}
-
-/// An `error` event: before any content, the error Anthropic's HTTP status would have given
-/// (so an `overloaded_error` can fail over); after content, only "interrupted" is honest.
-fn event_error(provider: &str, e: &ErrorDetail, content_started: bool) -> Error {
-    let status = match e.kind.as_str() {
-        "invalid_request_error" => Some(400),
-        "authentication_error" => Some(401),
-        "billing_error" => Some(402),
-        "permission_error" => Some(403),
-        "not_found_error" => Some(404),
-        "request_too_large" => Some(413),
-        "rate_limit_error" => Some(429),
-        "api_error" => Some(500),
-        "timeout_error" => Some(504),
-        "overloaded_error" => Some(529),
-        _ => None,
-    };
-    match status {
-        Some(status) if !content_started => {
-            Error::from_upstream(provider, status, Some(e.message.clone()), b"", None)
-        }
-        _ => interrupted(provider, format!("{}: {}", e.kind, e.message)),
     }
 }
 

@@ -61,13 +61,23 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn one(file: Option<&Path>, path: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// One problem, not tied to a file: what is found wrong after loading, when a provider or a
+    /// cache tier is built from the configuration (a header value, a URL, a store that will not
+    /// open).
+    pub fn single(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
-            file: file.map(Path::to_path_buf),
+            file: None,
             problems: vec![Problem {
                 path: path.into(),
                 reason: reason.into(),
             }],
+        }
+    }
+
+    fn one(file: Option<&Path>, path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.map(Path::to_path_buf),
+            ..Self::single(path, reason)
         }
     }
 }

@@ -25,7 +25,7 @@ use super::http::{self as h, CallDeadlines};
 use super::sse::SseEvent;
 use super::transport::Endpoint;
 use super::{CallContext, ChunkStream, Provider, RawBody, Upstream, UpstreamStream};
-use crate::config::{ConfigError, Problem, ProviderConfig, Timeouts};
+use crate::config::{ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
 
 /// An OpenAI-compatible upstream.
@@ -143,13 +143,7 @@ pub(crate) fn redacted_url(url: &Url) -> String {
 }
 
 pub(crate) fn config_error(provider: &str, key: &str, reason: &str) -> Error {
-    Error::Config(ConfigError {
-        file: None,
-        problems: vec![Problem {
-            path: format!("providers.{provider}.{key}"),
-            reason: reason.to_owned(),
-        }],
-    })
+    Error::config(format!("providers.{provider}.{key}"), reason)
 }
 
 /// `x-request-id: <weir's id>`, when there is one and it is a valid header value.

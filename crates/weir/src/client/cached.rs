@@ -39,6 +39,7 @@ use crate::cache::memory::MemoryStore;
 use crate::cache::redis::RedisStore;
 use crate::cache::replay::{chunks_from_response, replay, response_from_chunks};
 use crate::cache::semantic::{SemanticIndex, partition_key, prompt_text};
+#[cfg(feature = "sqlite")]
 use crate::cache::sqlite::SqliteStore;
 use crate::cache::store::{CacheKey, CacheStore};
 use crate::cache::tiered::{CacheStats, TieredCache};
@@ -203,9 +204,22 @@ impl CacheLayer {
         let l1 = config
             .memory_bytes
             .map(|bytes| Arc::new(MemoryStore::new(bytes)) as Arc<dyn CacheStore>);
+        // Only an SQLite tier has a sweep to run.
+        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
         let mut cleanup = None;
         let l2: Option<Arc<dyn CacheStore>> = match (redis, &config.sqlite) {
+            #[cfg(feature = "redis")]
             (Some(redis), _) => Some(Arc::new(redis)),
+            #[cfg(not(feature = "redis"))]
+            (Some(none), _) => match none {},
+            #[cfg(not(feature = "sqlite"))]
+            (None, Some(_)) => {
+                return Err(store_problem(
+                    "cache.sqlite",
+                    crate::cache::feature_missing("sqlite"),
+                ));
+            }
+            #[cfg(feature = "sqlite")]
             (None, Some((path, max_bytes))) => {
                 let store = SqliteStore::open(path, *max_bytes).map_err(|e| {
                     store_problem(
@@ -239,19 +253,31 @@ impl CacheLayer {
 
     /// Connect the shared Redis tier, if configured.
     pub(crate) async fn connect_redis(config: &CacheConfig) -> Result<Option<RedisStore>> {
-        use secrecy::ExposeSecret;
         let Some((url, prefix)) = config.redis.as_ref().filter(|_| config.enabled) else {
             return Ok(None);
         };
-        RedisStore::connect(url.expose_secret(), prefix)
-            .await
-            .map(Some)
-            .map_err(|e| {
-                store_problem(
-                    "cache.redis.url",
-                    format!("{e}; check that Redis is running and the URL is right"),
-                )
-            })
+        #[cfg(not(feature = "redis"))]
+        let connected = {
+            let _ = (url, prefix);
+            Err(store_problem(
+                "cache.redis",
+                crate::cache::feature_missing("redis"),
+            ))
+        };
+        #[cfg(feature = "redis")]
+        let connected = {
+            use secrecy::ExposeSecret;
+            RedisStore::connect(url.expose_secret(), prefix)
+                .await
+                .map(Some)
+                .map_err(|e| {
+                    store_problem(
+                        "cache.redis.url",
+                        format!("{e}; check that Redis is running and the URL is right"),
+                    )
+                })
+        };
+        connected
     }
 }
 

@@ -3,7 +3,8 @@
 #
 # Idempotent. Installs what the tests need when it is missing, then runs, against ONE debug
 # build shared by every stage:
-#   1. cargo build --workspace --all-targets --locked
+#   1. cargo build --workspace --all-targets --locked, and a check that the library builds
+#      without its default features (cargo check -p weir --no-default-features)
 #   2. cargo test --workspace --locked            (unit, integration and doc tests)
 #   3. the Python SDK suite (tests/sdk/python, official openai + anthropic SDKs, pytest)
 #   4. the Node SDK suite   (tests/sdk/node, official openai SDK, node --test)
@@ -195,8 +196,10 @@ fi
 stage_end
 
 if want build; then
-  stage_begin build "cargo build --workspace --all-targets --locked"
+  stage_begin build "cargo build --workspace --all-targets --locked; weir without default features"
   cargo build --workspace --all-targets --locked || die "cargo build failed"
+  # The optional backends (redis, sqlite, tokenizer) must stay optional.
+  cargo check -p weir --no-default-features --locked || die "weir without default features does not build"
   stage_end
 fi
 

@@ -122,7 +122,7 @@ def _targets(res):
 
 def _targets_table(res):
     peer = any(r["target"] == "litellm" for r in res["runs"])
-    out = ["| target (issue 6) | weir | " + ("LiteLLM | " if peer else "") + "met (weir) |",
+    out = ["| target | weir | " + ("LiteLLM | " if peer else "") + "met (weir) |",
            "|---|---:|" + ("---:|" if peer else "") + ":---:|"]
     for label, w, p, unit, ok in _targets(res):
         cells = [label, f"{_f(w, 1)} {unit}" if w is not None else "–"]

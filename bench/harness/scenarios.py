@@ -80,7 +80,7 @@ class Scenario:
     prime: bool = False             # send the body once first (cache hits)
     expect_chunks: int = None
     rate: float = None
-    targets: str = ""               # the targets for this scenario
+    targets: str = ""               # weir's performance targets for this scenario
 
 
 def all_scenarios(levels, hold_levels, rate):

@@ -89,6 +89,8 @@ impl ApiError {
     /// Map a library error.
     pub fn from_weir(err: &Error, flavor: Flavor) -> Self {
         let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        // OpenAI's error types; the Anthropic body takes its type from the status instead
+        // (`weir::messages::error_type_for_status`), as Anthropic's API does.
         let (kind, code) = match err {
             Error::InvalidRequest { .. } | Error::Unsupported { .. } => {
                 ("invalid_request_error", None)

@@ -180,6 +180,13 @@ impl Error {
         }
     }
 
+    /// A configuration error with one problem at `path` ([`ConfigError::single`]).
+    ///
+    /// [`ConfigError::single`]: crate::config::ConfigError::single
+    pub fn config(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config(crate::config::ConfigError::single(path, reason))
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidRequest { .. } => ErrorKind::InvalidRequest,

@@ -11,6 +11,16 @@
 //!
 //! Request and response types are OpenAI-shaped and live in the `weir-types` crate.
 //!
+//! # Cargo features
+//!
+//! All on by default; each brings in one heavy dependency.
+//!
+//! | feature | enables | without it |
+//! | --- | --- | --- |
+//! | `redis` | the Redis cache tier (`cache.redis`), with the `redis` crate | configuring `cache.redis` fails when the client is built |
+//! | `sqlite` | the SQLite cache tier (`cache.sqlite`), with `rusqlite` (SQLite bundled) | configuring `cache.sqlite` fails when the client is built |
+//! | `tokenizer` | exact o200k token counts, with `tiktoken-rs` | [`tokens`] counts about 4 bytes per token |
+//!
 //! ```
 //! use futures::StreamExt;
 //! use weir::{Client, Config};

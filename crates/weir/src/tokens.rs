@@ -3,19 +3,22 @@
 //! [`count_tokens`] is exact for OpenAI's o200k models and a documented estimate for others:
 //! Anthropic, Llama and most current tokenizers land within ~10-15% of o200k on English text.
 //! The BPE tables ship inside `tiktoken-rs` (offline); the encoder is built once, on first use
-//! or when [`warm_up`] is called at start.
+//! or when [`warm_up`] is called at start. Without the `tokenizer` feature (on by default) there
+//! is no encoder, and every count is the byte estimate below: about 4 bytes per token.
 //!
 //! [`estimate_prompt_tokens`] is the cheap estimate for hot paths (about 4 bytes per token plus
 //! a few tokens of framing per message): it costs one pass over the bytes, no tokenizer.
 
 use std::sync::OnceLock;
 
+#[cfg(feature = "tokenizer")]
 use tiktoken_rs::CoreBPE;
 use weir_types::chat::ChatRequest;
 
 /// Tokens of framing each chat message costs (role markers), as OpenAI's cookbook counts them.
 const PER_MESSAGE_OVERHEAD: u64 = 3;
 
+#[cfg(feature = "tokenizer")]
 fn encoder() -> Option<&'static CoreBPE> {
     static ENCODER: OnceLock<Option<CoreBPE>> = OnceLock::new();
     ENCODER
@@ -25,15 +28,17 @@ fn encoder() -> Option<&'static CoreBPE> {
 
 /// Build the encoder now, so the first request does not pay for it.
 pub fn warm_up() {
+    #[cfg(feature = "tokenizer")]
     let _ = encoder();
 }
 
-/// Tokens in `text` under o200k (or ~4 bytes per token if the encoder is unavailable).
+/// Tokens in `text` under o200k (or ~4 bytes per token without the encoder).
 pub fn count_tokens(text: &str) -> u64 {
-    match encoder() {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
-        None => (text.len() as u64).div_ceil(4),
+    #[cfg(feature = "tokenizer")]
+    if let Some(bpe) = encoder() {
+        return bpe.encode_ordinary(text).len() as u64;
     }
+    (text.len() as u64).div_ceil(4)
 }
 
 /// Texts shorter than this are counted directly: hashing them would cost about as much.
@@ -51,7 +56,8 @@ fn memo() -> &'static moka::sync::Cache<u128, u64> {
 /// before: a 128-bit hash of it (about 1 µs per KB) replaces a tokenizer pass (about 40 µs per
 /// KB). A collision could only misstate a reservation, which settles to the real usage anyway.
 pub fn count_tokens_memo(text: &str) -> u64 {
-    if text.len() < MEMO_MIN_BYTES {
+    // Without the tokenizer a count is one division, cheaper than the hash.
+    if !cfg!(feature = "tokenizer") || text.len() < MEMO_MIN_BYTES {
         return count_tokens(text);
     }
     let digest = blake3::hash(text.as_bytes());
@@ -170,9 +176,17 @@ mod tests {
         assert_eq!(count_tokens_memo("short"), count_tokens("short"));
     }
 
+    #[cfg(feature = "tokenizer")]
     #[test]
     fn counts_with_o200k() {
         assert_eq!(count_tokens("hello world"), 2);
+        assert_eq!(count_tokens(""), 0);
+    }
+
+    #[cfg(not(feature = "tokenizer"))]
+    #[test]
+    fn counts_four_bytes_per_token_without_the_tokenizer() {
+        assert_eq!(count_tokens("hello world"), 3);
         assert_eq!(count_tokens(""), 0);
     }
 }

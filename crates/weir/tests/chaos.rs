@@ -5,7 +5,7 @@
 //!
 //! Each scenario asserts that at least 99.9% of requests succeed, that no request outlives its
 //! deadline, and prints the success rate and latency percentiles (run with `--nocapture` to
-//! see them; the figures go in the closing note).
+//! see them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

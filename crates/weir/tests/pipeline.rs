@@ -17,7 +17,7 @@ use weir::pipeline::{
     Operation, Outcome, Reservation, UsageEvent, UsageSink, rejected,
 };
 use weir::provider::mock::MockProvider;
-use weir::provider::{CallContext as UpstreamContext, ChunkStream, Provider, Upstream};
+use weir::provider::{ChunkStream, Provider, Upstream, UpstreamContext};
 use weir::{Client, Config, Error};
 use weir_types::anthropic::MessagesRequest;
 use weir_types::chat::{ChatRequest, ChatResponse, Message};

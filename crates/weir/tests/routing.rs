@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 use weir::error::{Error, ErrorKind, Result};
 use weir::provider::mock::MockProvider;
-use weir::provider::{CallContext, ChunkStream, Provider, Upstream};
+use weir::provider::{ChunkStream, Provider, Upstream, UpstreamContext};
 use weir::{Client, Config};
 use weir_test_support::{FakeUpstream, Reply, openai};
 use weir_types::chat::{ChatRequest, ChatResponse, Message};
@@ -74,7 +74,11 @@ impl Provider for Scripted {
         &self.name
     }
 
-    async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>> {
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &UpstreamContext,
+    ) -> Result<Upstream<ChatResponse>> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mut guard = CancelGuard(Arc::clone(&self.cancelled), false);
         let out = match &self.script {
@@ -103,7 +107,7 @@ impl Provider for Scripted {
         out
     }
 
-    async fn chat_stream(&self, _req: &ChatRequest, _ctx: &CallContext) -> Result<ChunkStream> {
+    async fn chat_stream(&self, _req: &ChatRequest, _ctx: &UpstreamContext) -> Result<ChunkStream> {
         Err(self.unsupported("streaming in this test"))
     }
 }

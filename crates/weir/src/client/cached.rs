@@ -37,10 +37,11 @@ use crate::cache::memory::MemoryStore;
 use crate::cache::redis::RedisStore;
 use crate::cache::replay::{chunks_from_response, replay, response_from_chunks};
 use crate::cache::semantic::{SemanticIndex, partition_key, prompt_text};
+#[cfg(feature = "sqlite")]
 use crate::cache::sqlite::SqliteStore;
 use crate::cache::store::{CacheKey, CacheStore};
 use crate::cache::tiered::{CacheStats, TieredCache};
-use crate::config::{CacheConfig, ConfigError, Problem};
+use crate::config::CacheConfig;
 use crate::error::Result;
 use crate::pipeline::call::{Call, Ending, StreamStart, meta_of};
 use crate::pipeline::meter::StreamMeter;
@@ -194,17 +195,6 @@ impl Drop for CacheLayer {
     }
 }
 
-fn store_problem(path: &str, reason: String) -> crate::Error {
-    ConfigError {
-        file: None,
-        problems: vec![Problem {
-            path: path.to_owned(),
-            reason,
-        }],
-    }
-    .into()
-}
-
 impl CacheLayer {
     /// Open the configured tiers; `None` when the cache is switched off. `redis` is the
     /// already connected shared tier (connecting is async; see `ClientBuilder::build_async`).
@@ -215,12 +205,25 @@ impl CacheLayer {
         let l1 = config
             .memory_bytes
             .map(|bytes| Arc::new(MemoryStore::new(bytes)) as Arc<dyn CacheStore>);
+        // Only an SQLite tier has a sweep to run.
+        #[cfg_attr(not(feature = "sqlite"), allow(unused_mut))]
         let mut cleanup = None;
         let l2: Option<Arc<dyn CacheStore>> = match (redis, &config.sqlite) {
+            #[cfg(feature = "redis")]
             (Some(redis), _) => Some(Arc::new(redis)),
+            #[cfg(not(feature = "redis"))]
+            (Some(none), _) => match none {},
+            #[cfg(not(feature = "sqlite"))]
+            (None, Some(_)) => {
+                return Err(crate::Error::config(
+                    "cache.sqlite",
+                    crate::cache::feature_missing("sqlite"),
+                ));
+            }
+            #[cfg(feature = "sqlite")]
             (None, Some((path, max_bytes))) => {
                 let store = SqliteStore::open(path, *max_bytes).map_err(|e| {
-                    store_problem(
+                    crate::Error::config(
                         "cache.sqlite.path",
                         format!("{e}; check that {} is a writable file path", path.display()),
                     )
@@ -251,19 +254,31 @@ impl CacheLayer {
 
     /// Connect the shared Redis tier, if configured.
     pub(crate) async fn connect_redis(config: &CacheConfig) -> Result<Option<RedisStore>> {
-        use secrecy::ExposeSecret;
         let Some((url, prefix)) = config.redis.as_ref().filter(|_| config.enabled) else {
             return Ok(None);
         };
-        RedisStore::connect(url.expose_secret(), prefix)
-            .await
-            .map(Some)
-            .map_err(|e| {
-                store_problem(
-                    "cache.redis.url",
-                    format!("{e}; check that Redis is running and the URL is right"),
-                )
-            })
+        #[cfg(not(feature = "redis"))]
+        let connected = {
+            let _ = (url, prefix);
+            Err(crate::Error::config(
+                "cache.redis",
+                crate::cache::feature_missing("redis"),
+            ))
+        };
+        #[cfg(feature = "redis")]
+        let connected = {
+            use secrecy::ExposeSecret;
+            RedisStore::connect(url.expose_secret(), prefix)
+                .await
+                .map(Some)
+                .map_err(|e| {
+                    crate::Error::config(
+                        "cache.redis.url",
+                        format!("{e}; check that Redis is running and the URL is right"),
+                    )
+                })
+        };
+        connected
     }
 }
 

@@ -257,8 +257,9 @@ impl ClientBuilder {
     /// Build the client. A Redis cache tier needs a connection first: use
     /// [`ClientBuilder::build_async`] when `cache.redis` is configured.
     pub fn build(self) -> Result<Client> {
-        if self.config.cache.enabled && self.config.cache.redis.is_some() {
-            return Err(cached_problem(
+        if cfg!(feature = "redis") && self.config.cache.enabled && self.config.cache.redis.is_some()
+        {
+            return Err(Error::config(
                 "cache.redis",
                 "a Redis tier is connected asynchronously: build the client with `build_async().await`",
             ));
@@ -505,7 +506,7 @@ impl Client {
             .pool
             .acquire(Demand::default(), 0, deadline, &[])
             .await?;
-        let ctx = crate::provider::CallContext {
+        let ctx = crate::provider::UpstreamContext {
             upstream_model: String::new(),
             api_key: lease.secret().cloned(),
             request_id: String::new(),
@@ -629,17 +630,6 @@ fn bound_by_deadline<T: Send + 'static>(
         },
     )
     .boxed()
-}
-
-fn cached_problem(path: &str, reason: &str) -> Error {
-    crate::config::ConfigError {
-        file: None,
-        problems: vec![crate::config::Problem {
-            path: path.to_owned(),
-            reason: reason.to_owned(),
-        }],
-    }
-    .into()
 }
 
 /// Checks every provider needs; the rest is the upstream's business.

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::call::{Call, Ending, StreamStart, meta_of};
 use crate::pipeline::meter::StreamMeter;
 use crate::pool::Demand;
-use crate::provider::{CallContext as UpstreamContext, SharedProvider, Upstream, UpstreamStream};
+use crate::provider::{SharedProvider, Upstream, UpstreamContext, UpstreamStream};
 
 impl<T> Routed<T> {
     /// The answer, and the ending of a call it completes (usage still to be filled in).

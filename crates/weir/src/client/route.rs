@@ -2,7 +2,7 @@
 //!
 //! Names are `provider/model` (`openai/gpt-4o-mini`; everything after the first `/` is the
 //! upstream's name, so `openrouter/openai/gpt-4o` works), or aliases from config, or bare
-//! names when a default provider is set (seed 002's LLM_PROVIDER).
+//! names when a default provider is set (`defaults.provider`, env `LLM_PROVIDER`).
 
 use crate::config::Config;
 use crate::error::{Error, Result};

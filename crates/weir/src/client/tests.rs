@@ -10,7 +10,7 @@ use weir_types::chat::*;
 
 use super::*;
 use crate::provider::mock::MockProvider;
-use crate::provider::{CallContext, ChunkStream, Provider, Upstream};
+use crate::provider::{ChunkStream, Provider, Upstream, UpstreamContext};
 
 fn config(yaml: &str) -> Config {
     Config::from_yaml(yaml, &|_: &str| None).unwrap()
@@ -60,7 +60,11 @@ impl Provider for Flaky {
     fn name(&self) -> &str {
         "flaky"
     }
-    async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>> {
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &UpstreamContext,
+    ) -> Result<Upstream<ChatResponse>> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.failures {
             return Err(Error::from_upstream("flaky", 503, None, b"busy", None));
@@ -69,7 +73,7 @@ impl Provider for Flaky {
             .chat(req, ctx)
             .await
     }
-    async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream> {
+    async fn chat_stream(&self, req: &ChatRequest, ctx: &UpstreamContext) -> Result<ChunkStream> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         if n < self.failures {
             return Err(Error::from_upstream("flaky", 503, None, b"busy", None));

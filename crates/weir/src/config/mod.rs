@@ -11,8 +11,8 @@
 //! are added to a file's configuration unless the file defines a provider of that name.
 //!
 //! Environment overrides (after the file): `WEIR_LISTEN`, `WEIR_API_KEYS` (comma-separated),
-//! `WEIR_DEFAULT_MODEL`, `WEIR_LOG_BODIES`, and seed 002's `LLM_PROVIDER`, `LLM_FORCE_MOCK`,
-//! `LLM_MAX_RETRIES`, `LLM_RETRY_BACKOFF_BASE`.
+//! `WEIR_DEFAULT_MODEL`, `WEIR_LOG_BODIES`, and the tool-neutral `LLM_PROVIDER` (provider for
+//! bare model names), `LLM_FORCE_MOCK`, `LLM_MAX_RETRIES` and `LLM_RETRY_BACKOFF_BASE`.
 
 mod groups;
 mod model;
@@ -61,13 +61,23 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn one(file: Option<&Path>, path: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// One problem, not tied to a file: what is found wrong after loading, when a provider or a
+    /// cache tier is built from the configuration (a header value, a URL, a store that will not
+    /// open).
+    pub fn single(path: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
-            file: file.map(Path::to_path_buf),
+            file: None,
             problems: vec![Problem {
                 path: path.into(),
                 reason: reason.into(),
             }],
+        }
+    }
+
+    fn one(file: Option<&Path>, path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.map(Path::to_path_buf),
+            ..Self::single(path, reason)
         }
     }
 }

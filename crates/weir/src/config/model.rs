@@ -63,7 +63,7 @@ impl fmt::Debug for ServerConfig {
 pub struct Defaults {
     /// Used when a request names no model (the CLI without `--model`).
     pub model: String,
-    /// Provider assumed for a model name without a `provider/` prefix (seed 002's LLM_PROVIDER).
+    /// Provider assumed for a model name without a `provider/` prefix (`LLM_PROVIDER`).
     pub provider: Option<String>,
     /// Send every request to the mock provider (LLM_FORCE_MOCK, `--mock`).
     pub force_mock: bool,

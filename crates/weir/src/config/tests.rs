@@ -147,7 +147,7 @@ fn missing_variables_are_reported() {
 }
 
 #[test]
-fn seed_env_overrides_apply() {
+fn llm_env_overrides_apply() {
     let c = load(
         None,
         &env(&[

@@ -403,3 +403,12 @@ fn error_types_by_status() {
         assert_eq!(error_type_for_status(status), kind, "{status}");
     }
 }
+
+#[test]
+fn error_types_round_trip_through_their_statuses() {
+    for (kind, status) in ERROR_TYPES {
+        assert_eq!(error_type_for_status(status), kind, "{status}");
+        assert_eq!(status_for_error_type(kind), Some(status), "{kind}");
+    }
+    assert_eq!(status_for_error_type("some_new_error"), None);
+}

@@ -132,12 +132,13 @@ impl fmt::Debug for PooledKey {
 }
 
 impl From<ApiKey> for PooledKey {
-    /// A configured key, with limits to be learned from the upstream.
+    /// A configured key with its configured limits; limits it leaves unset are learned from
+    /// the upstream's headers.
     fn from(key: ApiKey) -> Self {
         Self {
             id: key.id,
             secret: Some(key.secret),
-            limits: KeyLimits::default(),
+            limits: key.limits,
         }
     }
 }

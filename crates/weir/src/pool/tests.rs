@@ -577,6 +577,25 @@ async fn debug_and_status_never_show_the_secret() {
 }
 
 #[test]
+fn a_configured_key_keeps_its_limits_in_the_pool() {
+    let limits = KeyLimits {
+        requests_per_minute: Some(500),
+        input_tokens_per_minute: Some(30_000),
+        output_tokens_per_minute: Some(8_000),
+    };
+    let configured = ApiKey {
+        id: "anthropic#0".to_owned(),
+        secret: SECRET.into(),
+        limits,
+    };
+    let pooled = PooledKey::from(configured);
+    assert_eq!(pooled.id, "anthropic#0");
+    assert_eq!(pooled.limits, limits);
+    use secrecy::ExposeSecret;
+    assert_eq!(pooled.secret.unwrap().expose_secret(), SECRET);
+}
+
+#[test]
 fn leases_and_acquire_futures_are_send_and_static() {
     fn send_static<T: Send + 'static>() {}
     fn send<T: Send>(_: &T) {}

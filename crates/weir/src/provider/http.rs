@@ -25,7 +25,7 @@ use super::ratelimit;
 use super::sse::{self, SseError, SseEvent};
 use super::transport::{self, Response};
 use super::{Upstream, UpstreamMeta};
-use crate::config::{ConfigError, Problem, Timeouts};
+use crate::config::Timeouts;
 use crate::error::{Error, Result, TimeoutPhase};
 
 /// Most bytes read from an error response: enough for any provider's error JSON, bounded so
@@ -47,13 +47,10 @@ pub fn header_map(provider: &str, pairs: &[(String, String)]) -> Result<HeaderMa
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         let bad = |what: &str| {
-            Error::Config(ConfigError {
-                file: None,
-                problems: vec![Problem {
-                    path: format!("providers.{provider}.headers.{name}"),
-                    reason: format!("not a valid HTTP header {what}"),
-                }],
-            })
+            Error::config(
+                format!("providers.{provider}.headers.{name}"),
+                format!("not a valid HTTP header {what}"),
+            )
         };
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("name"))?;
         let mut v = HeaderValue::from_str(value).map_err(|_| bad("value"))?;
@@ -107,14 +104,10 @@ pub fn secret_header(provider: &str, prefix: &str, secret: &SecretString) -> Res
     let mut v =
         HeaderValue::from_str(&format!("{prefix}{}", secret.expose_secret())).map_err(|_| {
             // Weir's own configuration is wrong, not the client's request; never echo the key.
-            Error::Config(ConfigError {
-                file: None,
-                problems: vec![Problem {
-                    path: format!("providers.{provider}.keys"),
-                    reason: "an API key contains characters not allowed in an HTTP header"
-                        .to_owned(),
-                }],
-            })
+            Error::config(
+                format!("providers.{provider}.keys"),
+                "an API key contains characters not allowed in an HTTP header",
+            )
         })?;
     v.set_sensitive(true);
     Ok(v)

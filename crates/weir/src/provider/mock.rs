@@ -27,7 +27,7 @@ use weir_types::embeddings::{
 };
 use weir_types::models::Model;
 
-use super::{CallContext, ChunkStream, Provider, Upstream, UpstreamMeta, unix_now};
+use super::{ChunkStream, Provider, Upstream, UpstreamContext, UpstreamMeta, unix_now};
 use crate::config::MockConfig;
 use crate::error::{Error, Result};
 
@@ -221,7 +221,7 @@ impl MockProvider {
         })
     }
 
-    async fn delay(&self, plan: &Plan, d: Duration, ctx: &CallContext) {
+    async fn delay(&self, plan: &Plan, d: Duration, ctx: &UpstreamContext) {
         if plan.hang {
             hang(ctx).await;
         }
@@ -232,7 +232,7 @@ impl MockProvider {
 }
 
 /// Never return, or return at the deadline so the caller's timeout wins the race.
-async fn hang(ctx: &CallContext) {
+async fn hang(ctx: &UpstreamContext) {
     match ctx.deadline {
         Some(at) => tokio::time::sleep_until(at + Duration::from_secs(3600)).await,
         None => futures::future::pending::<()>().await,
@@ -342,7 +342,7 @@ fn usage(prompt_tokens: u64, answer: &Answer) -> Usage {
     u
 }
 
-fn completion_id(ctx: &CallContext) -> String {
+fn completion_id(ctx: &UpstreamContext) -> String {
     if ctx.request_id.is_empty() {
         format!("chatcmpl-mock{:016x}", fastrand::u64(..))
     } else {
@@ -356,7 +356,11 @@ impl Provider for MockProvider {
         &self.name
     }
 
-    async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>> {
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &UpstreamContext,
+    ) -> Result<Upstream<ChatResponse>> {
         let d = self.directive(req)?;
         let plan = self.plan(&d);
         let answer = self.answer(req, &ctx.upstream_model, &d)?;
@@ -399,7 +403,7 @@ impl Provider for MockProvider {
         })
     }
 
-    async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream> {
+    async fn chat_stream(&self, req: &ChatRequest, ctx: &UpstreamContext) -> Result<ChunkStream> {
         let d = self.directive(req)?;
         let plan = self.plan(&d);
         let answer = self.answer(req, &ctx.upstream_model, &d)?;
@@ -524,7 +528,7 @@ impl Provider for MockProvider {
     async fn embed(
         &self,
         req: &EmbeddingsRequest,
-        _ctx: &CallContext,
+        _ctx: &UpstreamContext,
     ) -> Result<Upstream<EmbeddingsResponse>> {
         let dims = req
             .dimensions
@@ -555,7 +559,7 @@ impl Provider for MockProvider {
         })
     }
 
-    async fn models(&self, _ctx: &CallContext) -> Result<Vec<Model>> {
+    async fn models(&self, _ctx: &UpstreamContext) -> Result<Vec<Model>> {
         Ok(["echo", "lorem"]
             .iter()
             .map(|m| Model::new(format!("{}/{m}", self.name), "weir-mock"))

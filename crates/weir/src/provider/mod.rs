@@ -3,7 +3,7 @@
 //! A provider turns canonical (OpenAI-shaped) requests into calls to its upstream and the
 //! answers back into canonical responses and chunks. It is used as `Arc<dyn Provider>` from a
 //! registry built from config. Everything call-specific (the upstream model name, the API key,
-//! the deadline, the request id) travels in a [`CallContext`], so providers hold no per-call
+//! the deadline, the request id) travels in a [`UpstreamContext`], so providers hold no per-call
 //! state and need no long argument lists.
 //!
 //! A streaming call returns only once the upstream has answered with a success status, so an
@@ -34,7 +34,7 @@ pub use ratelimit::RateLimitSnapshot;
 
 /// Everything one upstream call needs besides the request body.
 #[derive(Clone)]
-pub struct CallContext {
+pub struct UpstreamContext {
     /// The model name as the upstream knows it (`gpt-4o-mini`, not `openai/gpt-4o-mini`).
     pub upstream_model: String,
     /// The API key for this call, chosen by the caller from the provider's key pool.
@@ -45,9 +45,9 @@ pub struct CallContext {
     pub deadline: Option<Instant>,
 }
 
-impl fmt::Debug for CallContext {
+impl fmt::Debug for UpstreamContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallContext")
+        f.debug_struct("UpstreamContext")
             .field("upstream_model", &self.upstream_model)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("request_id", &self.request_id)
@@ -56,7 +56,7 @@ impl fmt::Debug for CallContext {
     }
 }
 
-impl CallContext {
+impl UpstreamContext {
     pub fn new(upstream_model: impl Into<String>) -> Self {
         Self {
             upstream_model: upstream_model.into(),
@@ -120,25 +120,29 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
 
     /// A complete chat completion.
-    async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>>;
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &UpstreamContext,
+    ) -> Result<Upstream<ChatResponse>>;
 
     /// A streamed chat completion as canonical chunks. The stream always ends with a chunk
     /// carrying `usage` when the upstream reports it, whatever the client asked: weir needs it
     /// for accounting, and strips it later if the client did not ask for it.
-    async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream>;
+    async fn chat_stream(&self, req: &ChatRequest, ctx: &UpstreamContext) -> Result<ChunkStream>;
 
     /// Embeddings.
     async fn embed(
         &self,
         req: &EmbeddingsRequest,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<Upstream<EmbeddingsResponse>> {
         let _ = (req, ctx);
         Err(self.unsupported("embeddings"))
     }
 
     /// The models the upstream offers.
-    async fn models(&self, ctx: &CallContext) -> Result<Vec<Model>> {
+    async fn models(&self, ctx: &UpstreamContext) -> Result<Vec<Model>> {
         let _ = ctx;
         Err(self.unsupported("listing models"))
     }
@@ -153,7 +157,7 @@ pub trait Provider: Send + Sync + fmt::Debug {
     async fn messages(
         &self,
         req: &MessagesRequest,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<Upstream<MessagesResponse>> {
         let _ = (req, ctx);
         Err(self.unsupported("the native Anthropic Messages API"))
@@ -163,7 +167,7 @@ pub trait Provider: Send + Sync + fmt::Debug {
     async fn messages_stream(
         &self,
         req: &MessagesRequest,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<UpstreamStream<StreamEvent>> {
         let _ = (req, ctx);
         Err(self.unsupported("the native Anthropic Messages API"))

@@ -24,8 +24,8 @@ use weir_types::models::{Model, ModelList};
 use super::http::{self as h, CallDeadlines};
 use super::sse::SseEvent;
 use super::transport::Endpoint;
-use super::{CallContext, ChunkStream, Provider, RawBody, Upstream, UpstreamStream};
-use crate::config::{ConfigError, Problem, ProviderConfig, Timeouts};
+use super::{ChunkStream, Provider, RawBody, Upstream, UpstreamContext, UpstreamStream};
+use crate::config::{ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
 
 /// An OpenAI-compatible upstream.
@@ -89,7 +89,7 @@ impl OpenAiProvider {
         &self,
         method: Method,
         url: &Endpoint,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<h::RequestBuilder<'_>> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
@@ -106,7 +106,7 @@ impl OpenAiProvider {
         &self,
         url: &Endpoint,
         body: &T,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<h::RequestBuilder<'_>> {
         // Serialised here, not by the transport, so a failure is an invalid request, not a
         // connection error, and the body goes out with a Content-Length in one write.
@@ -143,17 +143,11 @@ pub(crate) fn redacted_url(url: &Url) -> String {
 }
 
 pub(crate) fn config_error(provider: &str, key: &str, reason: &str) -> Error {
-    Error::Config(ConfigError {
-        file: None,
-        problems: vec![Problem {
-            path: format!("providers.{provider}.{key}"),
-            reason: reason.to_owned(),
-        }],
-    })
+    Error::config(format!("providers.{provider}.{key}"), reason)
 }
 
 /// `x-request-id: <weir's id>`, when there is one and it is a valid header value.
-pub(crate) fn forward_request_id(headers: &mut HeaderMap, ctx: &CallContext) {
+pub(crate) fn forward_request_id(headers: &mut HeaderMap, ctx: &UpstreamContext) {
     if ctx.request_id.is_empty() {
         return;
     }
@@ -287,7 +281,11 @@ impl Provider for OpenAiProvider {
         &self.name
     }
 
-    async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>> {
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &UpstreamContext,
+    ) -> Result<Upstream<ChatResponse>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.post_json(&self.chat_url, &chat_body(req, &ctx.upstream_model), ctx)?;
         let (mut up, body) = h::call_json_keeping_body(
@@ -303,7 +301,7 @@ impl Provider for OpenAiProvider {
         Ok(up)
     }
 
-    async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream> {
+    async fn chat_stream(&self, req: &ChatRequest, ctx: &UpstreamContext) -> Result<ChunkStream> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.post_json(
             &self.chat_url,
@@ -320,7 +318,7 @@ impl Provider for OpenAiProvider {
     async fn embed(
         &self,
         req: &EmbeddingsRequest,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<Upstream<EmbeddingsResponse>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         // The client already names the upstream model in the request; a copy of what may be a
@@ -342,7 +340,7 @@ impl Provider for OpenAiProvider {
         .await
     }
 
-    async fn models(&self, ctx: &CallContext) -> Result<Vec<Model>> {
+    async fn models(&self, ctx: &UpstreamContext) -> Result<Vec<Model>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.request(Method::GET, &self.models_url, ctx)?;
         let listed: Result<Upstream<ModelList>> = h::call_json(

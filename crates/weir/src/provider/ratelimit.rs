@@ -473,37 +473,10 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     }
 }
 
-/// An HTTP-date in the IMF-fixdate form senders must use (`Sun, 06 Nov 1994 08:49:37 GMT`).
-/// The obsolete RFC 850 and asctime forms are not accepted; no LLM API sends them.
+/// An HTTP-date: the IMF-fixdate form senders must use (`Sun, 06 Nov 1994 08:49:37 GMT`), or
+/// the obsolete RFC 850 and asctime forms, which HTTP requires recipients to accept too.
 pub fn parse_http_date(s: &str) -> Option<SystemTime> {
-    let mut parts = s.split_whitespace();
-    let _weekday = parts.next()?.strip_suffix(',')?;
-    let day: u32 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: u32 = parts.next()?.parse().ok()?;
-    let time = parts.next()?;
-    if parts.next()? != "GMT" || parts.next().is_some() {
-        return None;
-    }
-    let tb = time.as_bytes();
-    if tb.len() != 8 || tb[2] != b':' || tb[5] != b':' || !time.is_ascii() {
-        return None;
-    }
-    humantime::parse_rfc3339(&format!("{year:04}-{month:02}-{day:02}T{time}Z")).ok()
+    httpdate::parse_http_date(s).ok()
 }
 
 fn ser_opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -771,16 +744,17 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            humantime::parse_rfc3339("1994-11-06T08:49:37Z").ok()
-        );
+        let expected = humantime::parse_rfc3339("1994-11-06T08:49:37Z").ok();
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), expected);
+        // The obsolete forms, which recipients must accept.
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), expected);
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), expected);
         for bad in [
-            "Sunday, 06-Nov-94 08:49:37 GMT",
-            "Sun Nov  6 08:49:37 1994",
             "Sun, 06 Nov 1994 08:49:37 GMT extra",
             "Sun, 06 Nov 1994 8:49:37 GMT",
             "Sun, 32 Nov 1994 08:49:37 GMT",
+            // The weekday contradicts the date.
+            "Mon, 06 Nov 1994 08:49:37 GMT",
         ] {
             assert_eq!(parse_http_date(bad), None, "{bad:?}");
         }

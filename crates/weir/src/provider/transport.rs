@@ -26,7 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::config::{ConfigError, Problem, Timeouts};
+use crate::config::Timeouts;
 use crate::error::{Error, Result};
 
 /// The body of every outgoing request: weir always knows the whole body before sending.
@@ -231,13 +231,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn client_error(reason: &str) -> Error {
-    Error::Config(ConfigError {
-        file: None,
-        problems: vec![Problem {
-            path: "(http client)".to_owned(),
-            reason: reason.to_owned(),
-        }],
-    })
+    Error::config("(http client)", reason)
 }
 
 /// An upstream endpoint: the URL as configured (for messages and Debug) and the request
@@ -264,13 +258,10 @@ impl Endpoint {
         let _ = target.set_username("");
         let _ = target.set_password(None);
         let uri = target.as_str().parse::<Uri>().map_err(|e| {
-            Error::Config(ConfigError {
-                file: None,
-                problems: vec![Problem {
-                    path: format!("providers.{provider}.base_url"),
-                    reason: format!("not a usable URL: {e}"),
-                }],
-            })
+            Error::config(
+                format!("providers.{provider}.base_url"),
+                format!("not a usable URL: {e}"),
+            )
         })?;
         let host = plain_http_host(&uri);
         Ok(Self {

@@ -11,7 +11,7 @@ use weir::config::{ProviderConfig, ProviderKind, Timeouts};
 use weir::error::Error;
 use weir::provider::anthropic::AnthropicProvider;
 use weir::provider::openai::OpenAiProvider;
-use weir::provider::{CallContext, SharedProvider};
+use weir::provider::{SharedProvider, UpstreamContext};
 use weir_test_support::{FakeUpstream, Recorded, anthropic, openai, sse};
 use weir_types::chat::{ChatChunk, ChatRequest, Message};
 
@@ -175,8 +175,8 @@ pub fn quick_timeouts() -> Timeouts {
     }
 }
 
-pub fn ctx() -> CallContext {
-    let mut c = CallContext::new(MODEL);
+pub fn ctx() -> UpstreamContext {
+    let mut c = UpstreamContext::new(MODEL);
     c.api_key = Some(SecretString::from(KEY));
     c.request_id = "weir-req-42".into();
     c

@@ -38,7 +38,7 @@ use crate::breaker::Permit;
 use crate::error::{Error, Result};
 use crate::pipeline::{AttemptInfo, AttemptObserver, AttemptOutcome, CallContext};
 use crate::pool::Lease;
-use crate::provider::{CallContext as UpstreamContext, SharedProvider, UpstreamMeta};
+use crate::provider::{SharedProvider, UpstreamContext, UpstreamMeta};
 use crate::retry::RetryBudget;
 use crate::router::Deployment;
 pub(crate) use demand::DemandEstimate;

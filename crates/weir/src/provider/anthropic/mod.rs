@@ -18,7 +18,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderMap, HeaderValue, Method};
 use serde::Deserialize;
-use weir_types::anthropic::{ErrorDetail, MessagesRequest, MessagesResponse, StreamEvent};
+use weir_types::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
 use weir_types::chat::{ChatChunk, ChatRequest, ChatResponse};
 use weir_types::models::Model;
 
@@ -26,7 +26,7 @@ use super::http::{self as h, CallDeadlines};
 use super::openai::{config_error, endpoint, forward_request_id, lacks_endpoint, redacted_url};
 use super::sse::SseEvent;
 use super::transport::Endpoint;
-use super::{CallContext, ChunkStream, Provider, Upstream, UpstreamStream};
+use super::{ChunkStream, Provider, Upstream, UpstreamContext, UpstreamStream};
 use crate::config::{ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
 
@@ -99,7 +99,7 @@ impl AnthropicProvider {
         &self,
         method: Method,
         url: &Endpoint,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<h::RequestBuilder<'_>> {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
@@ -112,7 +112,7 @@ impl AnthropicProvider {
     fn post_messages<B: serde::Serialize + ?Sized>(
         &self,
         body: &B,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<h::RequestBuilder<'_>> {
         let bytes = crate::json::to_vec(body)
             .map_err(|e| Error::invalid_request(format!("could not serialise the request: {e}")))?;
@@ -128,7 +128,7 @@ impl AnthropicProvider {
     async fn send_messages<B: serde::Serialize + ?Sized + Sync>(
         &self,
         body: &B,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<Upstream<MessagesResponse>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.post_messages(body, ctx)?;
@@ -145,7 +145,7 @@ impl AnthropicProvider {
     async fn send_messages_stream<B: serde::Serialize + ?Sized + Sync>(
         &self,
         body: &B,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<UpstreamStream<StreamEvent>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.post_messages(body, ctx)?;
@@ -163,7 +163,11 @@ impl Provider for AnthropicProvider {
         &self.name
     }
 
-    async fn chat(&self, req: &ChatRequest, ctx: &CallContext) -> Result<Upstream<ChatResponse>> {
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &UpstreamContext,
+    ) -> Result<Upstream<ChatResponse>> {
         let mut body =
             convert::to_anthropic_request(req, &ctx.upstream_model, self.default_max_tokens)?;
         body.stream = None;
@@ -174,7 +178,7 @@ impl Provider for AnthropicProvider {
         })
     }
 
-    async fn chat_stream(&self, req: &ChatRequest, ctx: &CallContext) -> Result<ChunkStream> {
+    async fn chat_stream(&self, req: &ChatRequest, ctx: &UpstreamContext) -> Result<ChunkStream> {
         let mut body =
             convert::to_anthropic_request(req, &ctx.upstream_model, self.default_max_tokens)?;
         body.stream = Some(true);
@@ -187,7 +191,7 @@ impl Provider for AnthropicProvider {
         })
     }
 
-    async fn models(&self, ctx: &CallContext) -> Result<Vec<Model>> {
+    async fn models(&self, ctx: &UpstreamContext) -> Result<Vec<Model>> {
         let deadlines = CallDeadlines::start(&self.timeouts, ctx.deadline);
         let rb = self.request(Method::GET, &self.models_url, ctx)?;
         let listed: Result<Upstream<ModelPage>> = h::call_json(
@@ -230,7 +234,7 @@ impl Provider for AnthropicProvider {
     async fn messages(
         &self,
         req: &MessagesRequest,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<Upstream<MessagesResponse>> {
         // A complete answer was asked for: a `stream: true` left in the body would get events.
         let stream = req.stream.filter(|&s| !s);
@@ -241,7 +245,7 @@ impl Provider for AnthropicProvider {
     async fn messages_stream(
         &self,
         req: &MessagesRequest,
-        ctx: &CallContext,
+        ctx: &UpstreamContext,
     ) -> Result<UpstreamStream<StreamEvent>> {
         let body = body::OutgoingMessages::new(req, &ctx.upstream_model, Some(true));
         let up = self.send_messages_stream(&body, ctx).await?;
@@ -345,7 +349,9 @@ fn native_errors(
                 return futures::future::ready(None);
             }
             let out = match item {
-                Ok(StreamEvent::Error { error }) => Err(event_error(&provider, &error, *content)),
+                Ok(StreamEvent::Error { error }) => {
+                    Err(stream::event_error(&provider, &error, *content))
+                }
                 Ok(ev) if ev.is_malformed() => Err(Error::InvalidResponse {
                     provider: provider.clone(),
                     message: format!("malformed `{}` event in the stream", unknown_type(&ev)),
@@ -370,30 +376,6 @@ fn unknown_type(ev: &StreamEvent) -> &str {
     match ev {
         StreamEvent::Unknown(v) => v.get("type").and_then(|t| t.as_str()).unwrap_or(""),
         other => other.event_name(),
-    }
-}
-
-/// An `error` event: before any content, the error Anthropic's HTTP status would have given
-/// (so an `overloaded_error` can fail over); after content, only "interrupted" is honest.
-fn event_error(provider: &str, e: &ErrorDetail, content_started: bool) -> Error {
-    let status = match e.kind.as_str() {
-        "invalid_request_error" => Some(400),
-        "authentication_error" => Some(401),
-        "billing_error" => Some(402),
-        "permission_error" => Some(403),
-        "not_found_error" => Some(404),
-        "request_too_large" => Some(413),
-        "rate_limit_error" => Some(429),
-        "api_error" => Some(500),
-        "timeout_error" => Some(504),
-        "overloaded_error" => Some(529),
-        _ => None,
-    };
-    match status {
-        Some(status) if !content_started => {
-            Error::from_upstream(provider, status, Some(e.message.clone()), b"", None)
-        }
-        _ => interrupted(provider, format!("{}: {}", e.kind, e.message)),
     }
 }
 

@@ -343,20 +343,7 @@ impl ChunkTranslator {
 /// classified like the HTTP status Anthropic pairs with its type (so an `overloaded_error`
 /// can still fail over); once content has flowed, only "interrupted" is honest.
 pub fn event_error(provider: &str, e: &ErrorDetail, content_started: bool) -> Error {
-    let status = match e.kind.as_str() {
-        "invalid_request_error" => Some(400),
-        "authentication_error" => Some(401),
-        "billing_error" => Some(402),
-        "permission_error" => Some(403),
-        "not_found_error" => Some(404),
-        "request_too_large" => Some(413),
-        "rate_limit_error" => Some(429),
-        "api_error" => Some(500),
-        "timeout_error" => Some(504),
-        "overloaded_error" => Some(529),
-        _ => None,
-    };
-    match status {
+    match crate::messages::status_for_error_type(&e.kind) {
         Some(status) if !content_started => {
             Error::from_upstream(provider, status, Some(e.message.clone()), b"", None)
         }

@@ -7,8 +7,8 @@ use weir_types::chat::*;
 use super::*;
 use crate::config::MockConfig;
 
-fn ctx(model: &str) -> CallContext {
-    CallContext::new(model)
+fn ctx(model: &str) -> UpstreamContext {
+    UpstreamContext::new(model)
 }
 
 fn req(text: &str) -> ChatRequest {

@@ -124,11 +124,10 @@ impl Client {
             id => format!("msg_{}", id.trim_start_matches("req_")),
         };
         let model = call.context.model.clone();
-        let demand = self.chat_demand(&chat);
         let (req_ref, chat_ref, model_ref, message_id) =
             (&req, &chat, model.as_str(), message_id.as_str());
-        let opened = self
-            .open_stream(&call, &demand, |p, ctx| async move {
+        let (inner, meta, meter) = self
+            .open_stream(call, &chat, |p, ctx| async move {
                 if p.speaks_anthropic_messages() {
                     let up = p.messages_stream(req_ref, &ctx).await?;
                     return with_first_item(up, p.name()).await;
@@ -143,20 +142,8 @@ impl Client {
                 })
             })
             .instrument(span)
-            .await;
-        let (up, start) = match opened {
-            Ok(opened) => opened,
-            Err(failed) => return Err(call.fail_unrouted(failed)),
-        };
-        let meta = call.stream_meta(&start);
-        let prompt_estimate = demand
-            .exact_input()
-            .unwrap_or_else(|| crate::tokens::estimate_prompt_tokens(&chat));
-        Ok(MessagesStream {
-            inner: up.stream,
-            meta,
-            meter: StreamMeter::new(call, start, prompt_estimate),
-        })
+            .await?;
+        Ok(MessagesStream { inner, meta, meter })
     }
 }
 

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::stream::BoxStream;
 use weir_types::chat::{ChatRequest, Usage};
 
 use super::engine::{DemandEstimate, Dispatch, Routed, Unrouted};
@@ -122,28 +122,34 @@ impl Client {
         }
     }
 
-    /// Run a call until its upstream stream has produced its first item (errors before it
-    /// are retried and failed over like any other), and say how it started.
+    /// Run a streamed call until its upstream stream has produced its first item (errors
+    /// before it are retried and failed over like any other), and hand back the stream, its
+    /// metadata and the meter that will end the call. `chat` is the request in its canonical
+    /// form: what keys reserve, and what a stream cut before its usage is billed for.
     pub(crate) async fn open_stream<T, F, Fut>(
         &self,
-        call: &Call,
-        demand: &DemandEstimate<'_>,
+        call: Call,
+        chat: &ChatRequest,
         upstream_call: F,
-    ) -> std::result::Result<(UpstreamStream<T>, StreamStart), Unrouted>
+    ) -> Result<(BoxStream<'static, Result<T>>, ResponseMeta, StreamMeter)>
     where
         T: Send + 'static,
         F: Fn(SharedProvider, UpstreamContext) -> Fut,
         Fut: Future<Output = Result<UpstreamStream<T>>>,
     {
+        let demand = self.chat_demand(chat);
         let dispatch = Dispatch {
             context: &call.context,
-            demand,
+            demand: &demand,
             deadline: call.deadline,
         };
-        let routed = self.execute(&dispatch, upstream_call).await?;
+        let routed = match self.execute(&dispatch, upstream_call).await {
+            Ok(routed) => routed,
+            Err(failed) => return Err(call.fail_unrouted(failed)),
+        };
         let (mut up, ending) = routed.into_ending();
         let route = ending.route.unwrap_or_default();
-        up.stream = bound_by_deadline(up.stream, &route, call.started, call.deadline);
+        let stream = bound_by_deadline(up.stream, &route, call.started, call.deadline);
         let start = StreamStart {
             rate_limit: up.meta.rate_limit.take(),
             route,
@@ -152,7 +158,13 @@ impl Client {
             upstream: ending.upstream,
             lease: ending.lease,
         };
-        Ok((up, start))
+        let meta = call.stream_meta(&start);
+        // Billed only for a stream cut before its usage arrived: the exact count if
+        // admission needed one, else the byte-based estimate.
+        let prompt_estimate = demand
+            .exact_input()
+            .unwrap_or_else(|| crate::tokens::estimate_prompt_tokens(chat));
+        Ok((stream, meta, StreamMeter::new(call, start, prompt_estimate)))
     }
 
     /// The engine's answer, without the cache; `call.cache` says what the cache did.
@@ -185,28 +197,12 @@ impl Client {
         let client_wants_usage = req.wants_stream_usage();
         req.stream = Some(true);
         let req = &req;
-        let demand = self.chat_demand(req);
-        let opened = self
-            .open_stream(&call, &demand, |p, ctx| async move {
+        let (stream, meta, meter) = self
+            .open_stream(call, req, |p, ctx| async move {
                 let up = p.chat_stream(req, &ctx).await?;
                 with_first_item(up, p.name()).await
             })
-            .await;
-        let (up, start) = match opened {
-            Ok(opened) => opened,
-            Err(failed) => return Err(call.fail_unrouted(failed)),
-        };
-        let meta = call.stream_meta(&start);
-        // Billed only for a stream cut before its usage arrived: the exact count if
-        // admission needed one, else the byte-based estimate.
-        let prompt_estimate = demand
-            .exact_input()
-            .unwrap_or_else(|| crate::tokens::estimate_prompt_tokens(req));
-        Ok(ChatStream::new(
-            up.stream.boxed(),
-            meta,
-            client_wants_usage,
-            StreamMeter::new(call, start, prompt_estimate),
-        ))
+            .await?;
+        Ok(ChatStream::new(stream, meta, client_wants_usage, meter))
     }
 }

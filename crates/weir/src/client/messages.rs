@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use tracing::Instrument;
 use weir_types::anthropic::{MessagesRequest, MessagesResponse, StreamEvent};
 use weir_types::chat::{ChatChunk, StreamOptions, Usage};
 
@@ -61,7 +60,6 @@ impl Client {
         chat.stream = None;
         chat.stream_options = None;
         let call = self.admit_chat(call, &chat).await?;
-        let span = call.span.clone();
         let model = call.context.model.clone();
         let (req, chat, model) = (&req, &chat, model.as_str());
         let (up, meta) = self
@@ -80,7 +78,6 @@ impl Client {
                 },
                 |body: &MessagesResponse| Some(usage_to_canonical(&body.usage)),
             )
-            .instrument(span)
             .await?;
         Ok(MessagesOutcome {
             response: up.body,
@@ -118,7 +115,6 @@ impl Client {
             extra: Default::default(),
         });
         let call = self.admit_chat(call, &chat).await?;
-        let span = call.span.clone();
         let message_id = match call.context.request_id.as_str() {
             "" => format!("msg_{:016x}", fastrand::u64(..)),
             id => format!("msg_{}", id.trim_start_matches("req_")),
@@ -141,7 +137,6 @@ impl Client {
                     meta: up.meta,
                 })
             })
-            .instrument(span)
             .await?;
         Ok(MessagesStream { inner, meta, meter })
     }

@@ -29,8 +29,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use serde::Serialize;
+use std::future::Future;
 use tokio::time::Instant;
-use tracing::Instrument;
 use weir_types::chat::{ChatRequest, ChatResponse, Usage};
 use weir_types::embeddings::{EmbeddingsRequest, EmbeddingsResponse};
 use weir_types::models::Model;
@@ -376,15 +376,20 @@ impl Client {
 
     /// A complete chat completion in a call context: from the cache when it holds the
     /// answer, else from the upstream (shared with identical requests in flight).
-    pub async fn chat_with(
+    //
+    // Not an `async fn`: an async fn keeps its arguments beside every state of its future,
+    // and this future is moved whole into the server's per-request box. Opening the call
+    // (hooks, which are synchronous) first leaves only the request and the call in it.
+    pub fn chat_with(
         &self,
         mut req: ChatRequest,
         context: CallContext,
-    ) -> Result<Completion> {
-        let call = self.open(Operation::Chat, CallRequest::Chat(&mut req), context)?;
-        let call = self.admit_chat(call, &req).await?;
-        let span = call.span.clone();
-        self.chat_cached(req, call).instrument(span).await
+    ) -> impl Future<Output = Result<Completion>> + Send + '_ {
+        let opened = self.open(Operation::Chat, CallRequest::Chat(&mut req), context);
+        async move {
+            let call = self.admit_chat(opened?, &req).await?;
+            self.chat_cached(req, call).await
+        }
     }
 
     /// A streamed chat completion. Returns once an upstream has answered, so errors before
@@ -400,8 +405,7 @@ impl Client {
     ) -> Result<ChatStream> {
         let call = self.open(Operation::ChatStream, CallRequest::Chat(&mut req), context)?;
         let call = self.admit_chat(call, &req).await?;
-        let span = call.span.clone();
-        self.chat_stream_cached(req, call).instrument(span).await
+        self.chat_stream_cached(req, call).await
     }
 
     /// Run many requests with at most `max_concurrency` in flight. Results come back in input
@@ -441,7 +445,6 @@ impl Client {
         if let Err(e) = call.admit(demand.input_tokens, 0).await {
             return Err(call.fail(e));
         }
-        let span = call.span.clone();
         let req = &req;
         let (up, meta) = self
             .complete(
@@ -455,7 +458,6 @@ impl Client {
                 },
                 |body| Some(Usage::new(body.usage.prompt_tokens, 0)),
             )
-            .instrument(span)
             .await?;
         Ok(EmbeddingsOutcome {
             response: up.body,

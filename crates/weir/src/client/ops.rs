@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
+use tracing::Instrument;
 use weir_types::chat::{ChatRequest, Usage};
 
 use super::engine::{DemandEstimate, Dispatch, Routed, Unrouted};
@@ -109,7 +110,11 @@ impl Client {
             demand: &demand,
             deadline: call.deadline,
         };
-        match self.execute(&dispatch, upstream_call).await {
+        // Boxed: the engine's future is most of a call's state, and every future around it
+        // (up to the handler's, which the server moves into a box of its own) would otherwise
+        // carry it and be copied with it.
+        let span = call.span.clone();
+        match Box::pin(self.execute(&dispatch, upstream_call).instrument(span)).await {
             Ok(routed) => {
                 let (mut up, mut ending) = routed.into_ending();
                 let usage = usage_of(&up.body);
@@ -143,7 +148,9 @@ impl Client {
             demand: &demand,
             deadline: call.deadline,
         };
-        let routed = match self.execute(&dispatch, upstream_call).await {
+        // Boxed, like a complete call's engine future.
+        let span = call.span.clone();
+        let routed = match Box::pin(self.execute(&dispatch, upstream_call).instrument(span)).await {
             Ok(routed) => routed,
             Err(failed) => return Err(call.fail_unrouted(failed)),
         };

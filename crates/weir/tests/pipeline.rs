@@ -561,3 +561,73 @@ async fn requests_naming_unknown_models_leave_no_state_behind() {
 fn decimal_prices_are_exact() {
     assert_eq!(price(5, 2), Decimal::from_str("0.000009").unwrap());
 }
+
+/// Records the spans opened on this thread, with their `request_id` and `deployment` fields.
+#[derive(Debug, Default)]
+struct Spans(Mutex<Vec<(String, String)>>);
+
+struct FieldText<'a>(&'a mut String);
+
+impl tracing::field::Visit for FieldText<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if matches!(field.name(), "request_id" | "deployment") {
+            self.0.push_str(&format!("{}={value:?};", field.name()));
+        }
+    }
+}
+
+impl tracing::Subscriber for Spans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut fields = String::new();
+        attrs.record(&mut FieldText(&mut fields));
+        let mut all = self.0.lock().unwrap();
+        all.push((attrs.metadata().name().to_owned(), fields));
+        tracing::span::Id::from_u64(all.len() as u64)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn each_call_has_a_span_and_each_attempt_one_inside_it() {
+    let spans = Arc::new(Spans::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let yaml = "retry: { max_retries: 2, base_delay: 1ms, max_delay: 2ms }\nproviders:\n  flaky: { kind: mock }\n";
+    let client = Client::builder(config(yaml))
+        .provider("flaky", Scripted::new("flaky", 1, Duration::ZERO))
+        .build()
+        .unwrap();
+    let _guard = tracing::subscriber::set_default(spans.clone());
+    runtime.block_on(async {
+        let ctx = weir::CallContext::with_request_id("req-span-1");
+        client
+            .chat_with(
+                ChatRequest::new("flaky/echo", vec![Message::user("hi")]),
+                ctx,
+            )
+            .await
+            .unwrap();
+    });
+    let seen = spans.0.lock().unwrap().clone();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["weir.call", "weir.attempt", "weir.attempt"],
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|(_, f)| f.contains("request_id=req-span-1")),
+        "{seen:?}"
+    );
+    assert!(seen[1].1.contains("deployment=flaky/echo"), "{seen:?}");
+}

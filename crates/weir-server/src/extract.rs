@@ -137,15 +137,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
         let started = std::time::Instant::now();
+        // Taken, not copied: the context is their one reader.
         let request_id = parts
             .extensions
-            .get::<crate::layers::RequestId>()
-            .map(|id| id.0.clone())
+            .remove::<crate::layers::RequestId>()
+            .map(|id| id.0)
             .unwrap_or_default();
         let principal = parts
             .extensions
-            .get::<weir::Principal>()
-            .cloned()
+            .remove::<weir::Principal>()
             .unwrap_or_default();
         let call = crate::routes::call_context(request_id, principal, &parts.headers)
             .map_err(|e| e.flavor(Flavor::for_path(parts.uri.path())))?;

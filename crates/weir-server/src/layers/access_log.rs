@@ -1,5 +1,6 @@
 //! The access log: one line per request at info (id, route, model, status, latency, tokens),
-//! never bodies. A streamed response logs itself when its stream ends.
+//! never bodies. A streamed response logs itself when its stream ends. It sits outside the
+//! request id layer and reads the id from the response's `x-request-id`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +12,7 @@ use axum::http::{Method, Uri};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::RequestId;
+use super::request_id::X_REQUEST_ID;
 
 /// Put on a response by a handler so the access log can say what was served.
 #[derive(Debug, Clone, Default)]
@@ -59,11 +60,6 @@ where
             started: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            id: req
-                .extensions()
-                .get::<RequestId>()
-                .map(|RequestId(id)| id.clone())
-                .unwrap_or_default(),
         };
         AccessLogFuture {
             inner: self.inner.call(req),
@@ -82,7 +78,6 @@ struct Line {
     started: Instant,
     method: Method,
     uri: Uri,
-    id: String,
 }
 
 impl<F, E> Future for AccessLogFuture<F>
@@ -109,8 +104,15 @@ impl Line {
         if fields.logs_itself {
             return;
         }
+        // The id as the response carries it: the request id layer, outside this one, sets it
+        // on the way out, so the line needs no copy of its own.
+        let id = res
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         tracing::info!(
-            request_id = %self.id,
+            request_id = %id,
             method = %self.method,
             route = %self.uri.path(),
             model = %fields.model,

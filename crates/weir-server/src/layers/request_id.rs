@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;

@@ -631,3 +631,20 @@ fn each_call_has_a_span_and_each_attempt_one_inside_it() {
     );
     assert!(seen[1].1.contains("deployment=flaky/echo"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_channel_sink_queues_events_and_counts_what_did_not_fit() {
+    let (sink, mut receiver) = weir::pipeline::ChannelSink::new(1);
+    let sink = Arc::new(sink);
+    let client = Client::builder(config(CONFIG))
+        .usage_sink(sink.clone())
+        .build()
+        .unwrap();
+    for text in ["one", "two", "three"] {
+        client.chat(chat(text, 0.7, json!(null))).await.unwrap();
+    }
+    let first = receiver.try_recv().unwrap();
+    assert_eq!(first.operation, Operation::Chat);
+    assert!(receiver.try_recv().is_err(), "the queue held one");
+    assert_eq!(sink.dropped(), 2, "the rest were dropped, never waited for");
+}

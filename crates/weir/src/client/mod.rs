@@ -354,12 +354,16 @@ impl Client {
 
     /// Where a model name would be sent first (a group's first deployment).
     pub fn resolve(&self, model: &str) -> Result<Route> {
-        let model = if model.is_empty() {
+        route::resolve(&self.inner.config, self.model_or_default(model))
+    }
+
+    /// The model a call asks for: the one it names, else `defaults.model`.
+    pub(crate) fn model_or_default<'a>(&'a self, named: &'a str) -> &'a str {
+        if named.is_empty() {
             &self.inner.config.defaults.model
         } else {
-            model
-        };
-        route::resolve(&self.inner.config, model)
+            named
+        }
     }
 
     pub(crate) fn price(&self, route: &Route, usage: &Usage) -> Option<Decimal> {

@@ -88,12 +88,7 @@ impl Client {
             }
         }
         if context.model.is_empty() {
-            let named = request.model();
-            context.model = if named.is_empty() {
-                self.inner.config.defaults.model.clone()
-            } else {
-                named.to_owned()
-            };
+            context.model = self.model_or_default(request.model()).to_owned();
         }
         let deadline = started
             + context

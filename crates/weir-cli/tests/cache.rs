@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Served, free_port, weir};
+use common::{ServeProcess, free_port, weir};
 use weir_test_support::redis::RedisServer;
 
 fn tempdir(name: &str) -> std::path::PathBuf {
@@ -24,7 +24,7 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn serve(config: &std::path::Path) -> (Served, u16) {
+fn serve(config: &std::path::Path) -> (ServeProcess, u16) {
     let port = free_port();
     let child = weir()
         .args(["serve", "--config"])
@@ -33,7 +33,7 @@ fn serve(config: &std::path::Path) -> (Served, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let served = Served(child);
+    let served = ServeProcess(child);
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Served, free_port, weir};
+use common::{ServeProcess, free_port, weir};
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -140,7 +140,7 @@ fn config_check_reports_every_problem() {
 
 /// `weir serve` as the "local OpenAI-compatible server" (it is one), so a second weir can
 /// reach it through OPENAI_BASE_URL exactly as it would reach vLLM or Ollama.
-fn serve_upstream(extra_env: &[(&str, &str)]) -> (Served, u16) {
+fn serve_upstream(extra_env: &[(&str, &str)]) -> (ServeProcess, u16) {
     let port = free_port();
     let mut cmd = weir();
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -148,7 +148,7 @@ fn serve_upstream(extra_env: &[(&str, &str)]) -> (Served, u16) {
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let child = Served(cmd.spawn().unwrap());
+    let child = ServeProcess(cmd.spawn().unwrap());
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

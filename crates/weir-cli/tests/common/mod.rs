@@ -31,9 +31,9 @@ pub fn weir() -> Command {
     cmd
 }
 
-pub struct Served(pub Child);
+pub struct ServeProcess(pub Child);
 
-impl Drop for Served {
+impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();

@@ -41,10 +41,12 @@ SUMMARY=()
 CURRENT_STAGE=""
 STAGE_START=0
 
-banner() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Colour only on a terminal: a CI log or a file gets plain text.
+if [[ -t 1 ]]; then BOLD=$'\033[1m' RED=$'\033[1;31m' RESET=$'\033[0m'; else BOLD='' RED='' RESET=''; fi
+banner() { printf '\n%s==> %s%s\n' "$BOLD" "$*" "$RESET"; }
 note() { printf '    %s\n' "$*"; }
 die() {
-  printf '\n\033[1;31mFAILED\033[0m: %s\n' "$*" >&2
+  printf '\n%sFAILED%s: %s\n' "$RED" "$RESET" "$*" >&2
   exit 1
 }
 
@@ -64,7 +66,7 @@ stage_end() {
 on_exit() {
   local code=$?
   if [[ $code -ne 0 && -n "$CURRENT_STAGE" ]]; then
-    printf '\n\033[1;31mFAILED\033[0m in stage [%s] after %ss (exit %s)\n' \
+    printf '\n%sFAILED%s in stage [%s] after %ss (exit %s)\n' "$RED" "$RESET" \
       "$CURRENT_STAGE" "$((SECONDS - STAGE_START))" "$code" >&2
   fi
   if [[ ${#SUMMARY[@]} -gt 0 ]]; then

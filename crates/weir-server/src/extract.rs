@@ -137,11 +137,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
         let started = std::time::Instant::now();
-        // Taken, not copied: the context is their one reader.
+        // Taken from the request: the context is their one reader.
         let request_id = parts
             .extensions
             .remove::<crate::layers::RequestId>()
-            .map(|id| id.0)
+            .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
         let principal = parts
             .extensions

@@ -23,6 +23,13 @@ async fn ask(gw: &Gateway, key: &str, body: &Value, headers: &[(&str, &str)]) ->
     let res = req.send().await.unwrap();
     assert_eq!(res.status(), 200);
     let cache = res.headers()["x-weir-cache"].to_str().unwrap().to_owned();
+    // Only an answer that went upstream says how long the upstream took.
+    assert_eq!(
+        res.headers().contains_key("x-weir-upstream-ms"),
+        cache != "hit",
+        "{cache}"
+    );
+    assert!(res.headers().contains_key("x-weir-processing-ms"));
     (cache, res.json().await.unwrap())
 }
 

@@ -57,7 +57,7 @@ pub enum Error {
         message: String,
         retry_after: Option<Duration>,
     },
-    #[error("{provider} timed out ({phase} timeout of {after:?}); raise the timeout or try again")]
+    #[error("{provider} timed out ({phase} timeout of {}); raise the timeout or try again", fmt_duration(.after))]
     Timeout {
         provider: String,
         phase: TimeoutPhase,
@@ -112,6 +112,17 @@ pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+}
+
+/// A duration as people write it: `250ms`, `1.5s`, `30s` (never `999.851329ms`).
+fn fmt_duration(d: &Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1000.0 {
+        format!("{}ms", ms.round())
+    } else {
+        let secs = (d.as_secs_f64() * 10.0).round() / 10.0;
+        format!("{secs}s")
+    }
 }
 
 fn fmt_retry(d: &Option<Duration>) -> String {
@@ -357,5 +368,25 @@ mod tests {
         let e = excerpt(body.as_bytes());
         assert!(e.len() <= BODY_EXCERPT_LIMIT);
         assert!(e.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn timeouts_print_rounded() {
+        let e = |ms: u64| {
+            Error::Timeout {
+                provider: "openai".into(),
+                phase: TimeoutPhase::Total,
+                after: Duration::from_micros(ms),
+            }
+            .to_string()
+        };
+        assert!(e(999_851).contains("timeout of 1000ms"), "{}", e(999_851));
+        assert!(e(250_000).contains("timeout of 250ms"), "{}", e(250_000));
+        assert!(e(1_500_400).contains("timeout of 1.5s"), "{}", e(1_500_400));
+        assert!(
+            e(30_000_000).contains("timeout of 30s"),
+            "{}",
+            e(30_000_000)
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The access log: one line per request at info (id, route, model, status, latency, tokens),
-//! never bodies. A streamed response logs itself when its stream ends. It sits outside the
-//! request id layer and reads the id from the response's `x-request-id`.
+//! never bodies. A streamed response logs itself when its stream ends; a request dropped
+//! before its answer (the client went away) is logged as cancelled, status 499.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use axum::http::{Method, Uri};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::request_id::X_REQUEST_ID;
+use super::RequestId;
 
 /// Put on a response by a handler so the access log can say what was served.
 #[derive(Debug, Clone, Default)]
@@ -60,10 +60,12 @@ where
             started: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
+            id: req.extensions().get::<RequestId>().cloned(),
         };
         AccessLogFuture {
             inner: self.inner.call(req),
             line,
+            logged: false,
         }
     }
 }
@@ -71,6 +73,16 @@ where
 pub struct AccessLogFuture<F> {
     inner: F,
     line: Line,
+    logged: bool,
+}
+
+impl<F> Drop for AccessLogFuture<F> {
+    fn drop(&mut self) {
+        // Dropped before an answer: the client went away (or the server is shutting down).
+        if !self.logged {
+            self.line.cancelled();
+        }
+    }
 }
 
 /// What the line needs from the request, taken before the request moves on.
@@ -78,6 +90,8 @@ struct Line {
     started: Instant,
     method: Method,
     uri: Uri,
+    /// Shared with the request id layer, not copied.
+    id: Option<RequestId>,
 }
 
 impl<F, E> Future for AccessLogFuture<F>
@@ -92,6 +106,7 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r?,
         };
+        this.logged = true;
         this.line.write(&res);
         Poll::Ready(Ok(res))
     }
@@ -104,15 +119,8 @@ impl Line {
         if fields.logs_itself {
             return;
         }
-        // The id as the response carries it: the request id layer, outside this one, sets it
-        // on the way out, so the line needs no copy of its own.
-        let id = res
-            .headers()
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
         tracing::info!(
-            request_id = %id,
+            request_id = %self.id(),
             method = %self.method,
             route = %self.uri.path(),
             model = %fields.model,
@@ -122,6 +130,24 @@ impl Line {
             prompt_tokens = fields.prompt_tokens,
             completion_tokens = fields.completion_tokens,
             cache = fields.cache,
+            "request"
+        );
+    }
+
+    fn id(&self) -> &str {
+        self.id.as_ref().map_or("", RequestId::as_str)
+    }
+
+    /// The line of a request dropped before its answer: 499, as proxies log a client that
+    /// closed the connection first.
+    fn cancelled(&self) {
+        tracing::info!(
+            request_id = %self.id(),
+            method = %self.method,
+            route = %self.uri.path(),
+            status = 499u16,
+            outcome = "cancelled",
+            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
     }

@@ -11,9 +11,17 @@ use axum::response::Response;
 use bytes::Bytes;
 use tower::{Layer, Service};
 
-/// The request's id, as handlers and inner layers see it.
+/// The request's id, as inner layers and handlers see it: a header value, so handing it on
+/// (to the access log, to the response) shares its bytes instead of copying them.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    /// The id as text (it is always printable ASCII).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
 
 pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -50,14 +58,14 @@ where
         req.extensions_mut().insert(RequestId(id.clone()));
         RequestIdFuture {
             inner: self.inner.call(req),
-            id,
+            id: Some(id),
         }
     }
 }
 
 pub struct RequestIdFuture<F> {
     inner: F,
-    id: String,
+    id: Option<HeaderValue>,
 }
 
 impl<F, E> Future for RequestIdFuture<F>
@@ -72,22 +80,25 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(r) => r?,
         };
-        // The id's own bytes become the header value: no copy.
-        let id = Bytes::from(std::mem::take(&mut this.id));
-        if let Ok(v) = HeaderValue::from_maybe_shared(id) {
-            res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+        if let Some(id) = this.id.take() {
+            res.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
         Poll::Ready(Ok(res))
     }
 }
 
-/// The client's `x-request-id` if it is short and printable; otherwise a fresh one.
-fn request_id(req: &Request) -> String {
-    req.headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(fresh_id, str::to_owned)
+/// The client's `x-request-id` if it is short and printable (shared, not copied); otherwise
+/// a fresh one, whose bytes become the header value without a copy.
+fn request_id(req: &Request) -> HeaderValue {
+    let sane = |v: &&HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+    };
+    match req.headers().get(&X_REQUEST_ID).filter(sane) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from_maybe_shared(Bytes::from(fresh_id()))
+            .unwrap_or_else(|_| HeaderValue::from_static("req_unknown")),
+    }
 }
 
 /// `req_` and 24 random hex digits, written directly: `format!` was a measurable part of a

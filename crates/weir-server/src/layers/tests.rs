@@ -26,7 +26,11 @@ mod static_tests {
             .route("/ok", get(|| async { "fine" }))
             .route(
                 "/id",
-                get(|axum::Extension(RequestId(id)): axum::Extension<RequestId>| async move { id }),
+                get(
+                    |axum::Extension(id): axum::Extension<RequestId>| async move {
+                        id.as_str().to_owned()
+                    },
+                ),
             )
             .route("/boom", get(boom))
             .route(
@@ -206,5 +210,79 @@ mod pending_tests {
         let refused = gw.oneshot(req("bad")).await.unwrap();
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         assert!(refused.headers().contains_key("x-request-id"));
+    }
+}
+
+/// The access log's line for a request whose client went away before the answer.
+mod cancelled_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::super::*;
+
+    /// Keeps the fields of every event, as `name=value;` text.
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    struct Text<'a>(&'a mut String);
+
+    impl tracing::field::Visit for Text<'_> {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?};", field.name()));
+        }
+    }
+
+    impl tracing::Subscriber for Lines {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut line = String::new();
+            event.record(&mut Text(&mut line));
+            self.0.lock().unwrap().push(line);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_request_dropped_before_its_answer_is_logged_as_cancelled() {
+        let lines = Arc::new(Lines::default());
+        let _guard = tracing::subscriber::set_default(lines.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let routes = Router::new().route("/slow", get(futures::future::pending::<String>));
+            let gw = crate::layers::gateway(routes, Arc::new(StaticKeys::new(&[])));
+            let req = Request::get("/slow")
+                .header("x-request-id", "gone-early")
+                .body(Body::empty())
+                .unwrap();
+            let answered = tokio::time::timeout(Duration::from_millis(20), gw.oneshot(req)).await;
+            assert!(answered.is_err(), "the route never answers");
+        });
+        let lines = lines.0.lock().unwrap().clone();
+        let line = lines
+            .iter()
+            .find(|l| l.contains("outcome=\"cancelled\""))
+            .unwrap_or_else(|| panic!("no cancelled line in {lines:?}"));
+        assert!(line.contains("request_id=gone-early"), "{line}");
+        assert!(line.contains("status=499"), "{line}");
+        assert!(line.contains("route=/slow"), "{line}");
     }
 }

@@ -44,8 +44,8 @@ pub fn json_bytes_response(body: bytes::Bytes) -> Response {
 }
 
 /// Which provider and upstream model served the request, and where the time went:
-/// `x-weir-upstream-ms` inside the upstream call (retries included), `x-weir-processing-ms`
-/// weir's own time on top of it.
+/// `x-weir-upstream-ms` inside the upstream call (retries included; absent on a cache hit,
+/// which made none), `x-weir-processing-ms` weir's own time on top of it.
 pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     const PROVIDER: HeaderName = HeaderName::from_static("x-weir-provider");
     const UPSTREAM_MODEL: HeaderName = HeaderName::from_static("x-weir-upstream-model");
@@ -57,7 +57,13 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     const COST_USD: HeaderName = HeaderName::from_static("x-weir-cost-usd");
 
     let total = started.elapsed();
-    let own = total.saturating_sub(meta.latency);
+    // A cache hit made no upstream call: it has no upstream time, and all of it is weir's.
+    let hit = meta.cache == weir::client::CacheStatus::Hit;
+    let own = if hit {
+        total
+    } else {
+        total.saturating_sub(meta.latency)
+    };
     // Room for all eight up front: growing the map mid-way rehashes what is already there.
     h.reserve(8);
     if let Ok(v) = HeaderValue::from_str(&meta.provider) {
@@ -67,7 +73,9 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
         h.insert(UPSTREAM_MODEL, v);
     }
     h.insert(ATTEMPTS, HeaderValue::from(meta.attempts));
-    h.insert(UPSTREAM_MS, millis_value(meta.latency));
+    if !hit {
+        h.insert(UPSTREAM_MS, millis_value(meta.latency));
+    }
     h.insert(PROCESSING_MS, millis_value(own));
     h.insert(CACHE, HeaderValue::from_static(meta.cache.as_str()));
     if meta.coalesced {

@@ -14,7 +14,10 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
     let prompt = if args.prompt.is_empty() {
         let mut stdin = std::io::stdin();
         if stdin.is_terminal() {
-            anyhow::bail!("no prompt: pass it as an argument (weir chat \"hello\") or on stdin");
+            return Err(crate::UsageError(
+                "no prompt: pass it as an argument (weir chat \"hello\") or on stdin".into(),
+            )
+            .into());
         }
         let mut text = String::new();
         stdin
@@ -25,7 +28,10 @@ pub async fn run(config: weir::Config, args: ChatArgs) -> anyhow::Result<ExitCod
         args.prompt.join(" ")
     };
     if prompt.trim().is_empty() {
-        anyhow::bail!("the prompt is empty");
+        return Err(crate::UsageError(
+            "the prompt is empty: say something (weir chat \"hello\")".into(),
+        )
+        .into());
     }
     let model = args
         .model

@@ -56,8 +56,9 @@ pub enum CacheCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (default 127.0.0.1:4100; env WEIR_LISTEN).
-    #[arg(long)]
+    /// Address to listen on, `host:port` (default 127.0.0.1:4100; env WEIR_LISTEN). A host
+    /// name such as `localhost` is resolved, and its first address used.
+    #[arg(long, value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 }
 
@@ -105,4 +106,34 @@ pub enum ConfigCommand {
         /// The file to check.
         file: Option<PathBuf>,
     },
+}
+
+/// `host:port`, an IP address or a name to resolve (`localhost:4100`).
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| {
+            format!("`{text}` is not host:port ({e}); e.g. 127.0.0.1:4100 or localhost:4100")
+        })?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address; e.g. 127.0.0.1:4100"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::parse_listen;
+
+    #[test]
+    fn listen_takes_addresses_and_host_names() {
+        assert_eq!(parse_listen("127.0.0.1:4100").unwrap().port(), 4100);
+        let local = parse_listen("localhost:4101").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 4101, "{local}");
+        assert!(parse_listen("localhost").unwrap_err().contains("host:port"));
+        assert!(parse_listen("nowhere.invalid:1").is_err());
+    }
 }

@@ -63,7 +63,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chat::run(config, args).await
         }
         Command::Models(args) => {
-            let config = load_config(cli.config.as_deref())?;
+            let mut config = load_config(cli.config.as_deref())?;
+            // Listing is offline and reads no answers: no cache tier (Redis included) is
+            // opened for it.
+            config.cache.enabled = false;
             let client = weir::Client::new(config)?;
             let models = client.models();
             let mut out = std::io::stdout().lock();
@@ -153,13 +156,26 @@ fn with_persistent_cache(mut config: weir::Config) -> weir::Config {
     config
 }
 
+/// The command line itself is wrong (exit code 2), as opposed to a failure while running.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Print an error with its causes and pick the exit code.
 fn report(e: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(e) {
         return ExitCode::SUCCESS;
     }
     let _ = writeln!(std::io::stderr(), "error: {e:#}");
-    let usage_like = e.downcast_ref::<weir::ConfigError>().is_some()
+    let usage_like = e.downcast_ref::<UsageError>().is_some()
+        || e.downcast_ref::<weir::ConfigError>().is_some()
         || e.downcast_ref::<weir::Error>().is_some_and(|w| {
             matches!(
                 w.kind(),

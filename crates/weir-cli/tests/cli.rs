@@ -227,3 +227,34 @@ fn fastrand() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
+
+#[test]
+fn an_empty_prompt_is_a_usage_error() {
+    let o = run(weir().args(["chat", "--mock", "   "]));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("the prompt is empty"), "{}", stderr(&o));
+}
+
+#[test]
+fn json_output_says_its_latency_is_in_milliseconds() {
+    let o = run(weir().args(["chat", "--mock", "--json", "hi"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("\"latency_ms\""), "{out}");
+}
+
+#[test]
+fn models_lists_offline_even_with_a_redis_cache_configured() {
+    let dir = std::env::temp_dir().join(format!("weir-models-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("redis.yaml");
+    // Nothing listens on port 1: listing must not try.
+    std::fs::write(
+        &config,
+        "cache:\n  enabled: true\n  redis: { url: \"redis://127.0.0.1:1\" }\n",
+    )
+    .unwrap();
+    let o = run(weir().args(["--config", config.to_str().unwrap(), "models"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mock/echo"), "{}", stdout(&o));
+}

@@ -71,8 +71,9 @@ pub struct ResponseMeta {
     pub provider: String,
     pub upstream_model: String,
     pub request_id: String,
-    /// From the call to the complete answer (for streams: to the first chunk).
-    #[serde(with = "duration_ms")]
+    /// Time inside the upstream call, retries included (for streams: to the first chunk; for
+    /// a cache hit: the whole call). Serialised as `latency_ms`, in milliseconds.
+    #[serde(with = "duration_ms", rename = "latency_ms")]
     pub latency: Duration,
     /// Attempts made, 1 when the first succeeded.
     pub attempts: u32,

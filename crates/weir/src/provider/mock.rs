@@ -95,6 +95,21 @@ struct Answer {
     reasoning: Option<String>,
     tool_call: Option<ToolCall>,
     prompt_tokens: u64,
+    /// The answer reached the request's output cap, so it ends with `length`, as the real
+    /// APIs report it.
+    truncated: bool,
+}
+
+impl Answer {
+    fn finish_reason(&self) -> FinishReason {
+        if self.tool_call.is_some() {
+            FinishReason::ToolCalls
+        } else if self.truncated {
+            FinishReason::Length
+        } else {
+            FinishReason::Stop
+        }
+    }
 }
 
 impl MockProvider {
@@ -181,9 +196,11 @@ impl MockProvider {
                     },
                 }),
                 prompt_tokens,
+                truncated: false,
             });
         }
 
+        let cap = req.max_output_tokens().map(|n| n as usize);
         let text = if let Some(c) = &d.content {
             c.clone()
         } else {
@@ -202,6 +219,17 @@ impl MockProvider {
                 }
             }
         };
+        // One token a word: a longer answer is cut at the cap; lorem writes up to it.
+        let words = text.split_whitespace().count();
+        let truncated = cap.is_some_and(|cap| words >= cap && (model == "lorem" || words > cap));
+        let text = match cap {
+            Some(cap) if words > cap => text
+                .split_whitespace()
+                .take(cap)
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => text,
+        };
         let content = match &req.response_format {
             Some(ResponseFormat::JsonObject) => json!({ "response": text }).to_string(),
             Some(ResponseFormat::JsonSchema { json_schema }) => {
@@ -218,6 +246,7 @@ impl MockProvider {
             reasoning: d.reasoning.clone(),
             tool_call: None,
             prompt_tokens,
+            truncated,
         })
     }
 
@@ -369,11 +398,7 @@ impl Provider for MockProvider {
             return Err(e);
         }
         let usage = usage(answer.prompt_tokens, &answer);
-        let finish = if answer.tool_call.is_some() {
-            FinishReason::ToolCalls
-        } else {
-            FinishReason::Stop
-        };
+        let finish = answer.finish_reason();
         let body = ChatResponse {
             id: completion_id(ctx),
             object: "chat.completion".into(),
@@ -443,7 +468,8 @@ impl Provider for MockProvider {
                 chunks.push(base.clone().with_delta(delta, None));
             }
         }
-        let finish = if let Some(tc) = &answer.tool_call {
+        let finish = answer.finish_reason();
+        if let Some(tc) = &answer.tool_call {
             let head = ToolCallDelta {
                 index: 0,
                 id: Some(tc.id.clone()),
@@ -480,10 +506,7 @@ impl Provider for MockProvider {
                     None,
                 ));
             }
-            FinishReason::ToolCalls
-        } else {
-            FinishReason::Stop
-        };
+        }
         chunks.push(base.clone().with_delta(Delta::default(), Some(finish)));
         let mut usage_chunk = base;
         usage_chunk.usage = Some(usage);

@@ -41,6 +41,41 @@ async fn lorem_honours_max_tokens() {
     let out = p.chat(&r, &ctx("lorem")).await.unwrap().body;
     assert_eq!(out.text().split(' ').count(), 7);
     assert_eq!(out.usage.unwrap().completion_tokens, 7);
+    assert_eq!(out.choices[0].finish_reason, Some(FinishReason::Length));
+    let out = p.chat(&req("x"), &ctx("lorem")).await.unwrap().body;
+    assert_eq!(out.choices[0].finish_reason, Some(FinishReason::Stop));
+}
+
+/// A reply longer than `max_tokens` is cut there and ends with `length`, complete or
+/// streamed, as the real APIs report it.
+#[tokio::test]
+async fn an_answer_cut_by_max_tokens_finishes_with_length() {
+    use futures::StreamExt;
+    let p = MockProvider::new("mock", MockConfig::default());
+    let mut r = req("one two three four");
+    r.max_tokens = Some(2);
+    let out = p.chat(&r, &ctx("echo")).await.unwrap().body;
+    assert_eq!(out.text(), "one two");
+    assert_eq!(out.choices[0].finish_reason, Some(FinishReason::Length));
+    let chunks: Vec<_> = p
+        .chat_stream(&r, &ctx("echo"))
+        .await
+        .unwrap()
+        .stream
+        .collect()
+        .await;
+    let finish = chunks
+        .iter()
+        .filter_map(|c| c.as_ref().ok()?.choices.first()?.finish_reason.clone())
+        .next_back();
+    assert_eq!(finish, Some(FinishReason::Length));
+    r.max_tokens = Some(4);
+    let out = p.chat(&r, &ctx("echo")).await.unwrap().body;
+    assert_eq!(
+        out.choices[0].finish_reason,
+        Some(FinishReason::Stop),
+        "it fit"
+    );
 }
 
 #[tokio::test]

@@ -258,3 +258,16 @@ fn models_lists_offline_even_with_a_redis_cache_configured() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("mock/echo"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_port_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = run(weir().args(["serve", "--listen", &addr]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    let reason = std::io::Error::from(std::io::ErrorKind::AddrInUse).to_string();
+    let said = err.matches("in use").count();
+    assert_eq!(said, 1, "the OS message once ({reason}): {err}");
+}

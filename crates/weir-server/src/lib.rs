@@ -46,10 +46,11 @@ pub use state::AppState;
 pub enum ServeError {
     #[error(transparent)]
     Weir(#[from] weir::Error),
-    #[error("cannot listen on {addr}: {source}; pick another address with --listen or WEIR_LISTEN")]
+    #[error("cannot listen on {addr}: {reason}; pick another address with --listen or WEIR_LISTEN")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        // Not a `source`: the message already says it, and a printed chain would repeat it.
+        reason: std::io::Error,
     },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -153,7 +154,7 @@ impl Server {
         let state = AppState::new(client);
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+            .map_err(|reason| ServeError::Bind { addr, reason })?;
         Ok(Self {
             listener,
             state,

@@ -395,3 +395,46 @@ async fn openai_stream_chunks_are_forwarded_byte_for_byte() {
     assert_eq!(rewritten["choices"][0]["delta"]["content"], "!");
     assert_eq!(frames[2], "[DONE]");
 }
+
+#[tokio::test]
+async fn the_clients_anthropic_version_and_beta_headers_reach_the_upstream() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    let body = json!({
+        "model": "claude/claude-sonnet-4-5", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}]
+    });
+    let ask = |beta: Option<&'static str>, version: Option<&'static str>| {
+        let mut req = gw
+            .post("/v1/messages")
+            .header("x-api-key", "gw-key")
+            .json(&body);
+        if let Some(b) = beta {
+            req = req.header("anthropic-beta", b);
+        }
+        if let Some(v) = version {
+            req = req.header("anthropic-version", v);
+        }
+        req.send()
+    };
+    fa.push(Reply::json(anthropic::message("claude-sonnet-4-5", "ok")));
+    let res = ask(Some("prompt-caching-2024-07-31"), Some("2023-01-01"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = fa.last_request().unwrap();
+    assert_eq!(
+        sent.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31")
+    );
+    assert_eq!(sent.header("anthropic-version"), Some("2023-01-01"));
+
+    // Without the client's, the configured version is the default, and no beta is sent.
+    fa.push(Reply::json(anthropic::message("claude-sonnet-4-5", "ok")));
+    let res = ask(None, None).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = fa.last_request().unwrap();
+    assert_eq!(sent.header("anthropic-beta"), None);
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+}

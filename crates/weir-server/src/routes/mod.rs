@@ -134,7 +134,8 @@ fn millis_value(d: Duration) -> HeaderValue {
 /// The call context of a request: its id, its principal, `x-weir-priority` (0-255, higher first) for
 /// queueing when upstream keys are out of capacity, the cache directives (`Cache-Control:
 /// no-cache` skips the lookup, `no-store` the write; `x-weir-cache-ttl` sets the entry's time
-/// to live in seconds or as `10m`, and asks for caching even of a sampled request).
+/// to live in seconds or as `10m`, and asks for caching even of a sampled request), and the
+/// Anthropic API-behaviour headers (`anthropic-version`, `anthropic-beta`) to forward.
 ///
 /// An `x-weir-cache-ttl` that is not a duration is the caller's mistake: a 400 that says so.
 pub fn call_context(
@@ -180,11 +181,19 @@ pub fn call_context(
             }
         }
     }
+    // Anthropic clients choose the API's behaviour with these; the upstream must see them.
+    let mut upstream_headers = HeaderMap::new();
+    for name in ["anthropic-version", "anthropic-beta"] {
+        for v in headers.get_all(name) {
+            upstream_headers.append(HeaderName::from_static(name), v.clone());
+        }
+    }
     Ok(CallContext {
         request_id,
         principal,
         priority,
         cache,
+        upstream_headers,
         ..CallContext::default()
     })
 }

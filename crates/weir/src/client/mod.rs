@@ -518,6 +518,7 @@ impl Client {
             api_key: lease.secret().cloned(),
             request_id: String::new(),
             deadline: Some(deadline),
+            forwarded: http::HeaderMap::new(),
         };
         reg.provider.models(&ctx).await
     }

@@ -73,6 +73,10 @@ pub struct CallContext {
     pub timeout: Option<Duration>,
     pub cache: CacheDirectives,
     pub tags: Tags,
+    /// The client's headers that choose API behaviour at the upstream (Anthropic's
+    /// `anthropic-version` and `anthropic-beta`), forwarded to providers that speak that API.
+    /// They win over the provider's configured defaults.
+    pub upstream_headers: http::HeaderMap,
 }
 
 impl CallContext {

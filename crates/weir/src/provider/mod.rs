@@ -43,6 +43,9 @@ pub struct UpstreamContext {
     pub request_id: String,
     /// When the whole request must be done; providers bound their waits by it.
     pub deadline: Option<Instant>,
+    /// The client's API-behaviour headers (see `CallContext::upstream_headers`), for
+    /// providers that speak the API they belong to.
+    pub forwarded: ::http::HeaderMap,
 }
 
 impl fmt::Debug for UpstreamContext {
@@ -52,6 +55,7 @@ impl fmt::Debug for UpstreamContext {
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("request_id", &self.request_id)
             .field("deadline", &self.deadline)
+            .field("forwarded", &self.forwarded.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -63,6 +67,7 @@ impl UpstreamContext {
             api_key: None,
             request_id: String::new(),
             deadline: None,
+            forwarded: ::http::HeaderMap::new(),
         }
     }
 }

@@ -378,6 +378,7 @@ where
             api_key: lease.secret().cloned(),
             request_id: self.dispatch.context.request_id.clone(),
             deadline: Some(self.dispatch.deadline),
+            forwarded: self.dispatch.context.upstream_headers.clone(),
         };
         let watch = AttemptWatch::start(
             &inner.seams.observers,

@@ -30,6 +30,9 @@ use super::{ChunkStream, Provider, Upstream, UpstreamContext, UpstreamStream};
 use crate::config::{ProviderConfig, Timeouts};
 use crate::error::{Error, Result};
 
+static ANTHROPIC_VERSION: http::HeaderName = http::HeaderName::from_static("anthropic-version");
+static ANTHROPIC_BETA: http::HeaderName = http::HeaderName::from_static("anthropic-beta");
+
 /// The `anthropic-version` sent when the configuration leaves it empty.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
 
@@ -104,6 +107,18 @@ impl AnthropicProvider {
         let mut headers = self.headers.clone();
         if let Some(key) = &ctx.api_key {
             headers.insert("x-api-key", self.key_headers.get(&self.name, key)?);
+        }
+        // The client's `anthropic-version` and `anthropic-beta` choose the API's behaviour
+        // (beta features switch off silently without theirs): they win over the configured
+        // version, which stays the default.
+        for name in [&ANTHROPIC_VERSION, &ANTHROPIC_BETA] {
+            let mut values = ctx.forwarded.get_all(name).iter().peekable();
+            if values.peek().is_some() {
+                headers.remove(name);
+                for v in values {
+                    headers.append(name.clone(), v.clone());
+                }
+            }
         }
         forward_request_id(&mut headers, ctx);
         Ok(self.client.request(method, url, headers))

@@ -438,3 +438,52 @@ async fn the_clients_anthropic_version_and_beta_headers_reach_the_upstream() {
     assert_eq!(sent.header("anthropic-beta"), None);
     assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
 }
+
+#[tokio::test]
+async fn anthropic_structured_output_reaches_an_openai_upstream_as_response_format() {
+    let fa = FakeUpstream::start().await.unwrap();
+    let fo = FakeUpstream::start().await.unwrap();
+    let gw = gateway_with(&fa, &fo).await;
+    fo.push(Reply::json(openai::chat_completion(
+        "gpt-4o",
+        "{\"name\":\"Ada\"}",
+    )));
+    let schema = json!({"type": "object", "properties": {"name": {"type": "string"}}});
+    let body = json!({"model": "oai/gpt-4o", "max_tokens": 100,
+                      "output_config": {"format": {"type": "json_schema", "schema": schema}},
+                      "messages": [{"role": "user", "content": "who?"}]});
+    let res = gw
+        .post("/v1/messages")
+        .bearer_auth("gw-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = fo.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+    assert_eq!(sent["response_format"]["json_schema"]["schema"], schema);
+
+    // A format that cannot be translated is refused in Anthropic's shape, before any call.
+    let calls = fo.requests().len();
+    let mut odd = body.clone();
+    odd["output_config"] = json!({"format": {"type": "yaml"}});
+    let res = gw
+        .post("/v1/messages")
+        .bearer_auth("gw-key")
+        .json(&odd)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let err: Value = res.json().await.unwrap();
+    assert_eq!(err["type"], "error");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("output_config.format"),
+        "{err}"
+    );
+    assert_eq!(fo.requests().len(), calls);
+}

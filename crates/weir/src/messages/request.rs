@@ -18,9 +18,9 @@ use weir_types::anthropic::{
     ToolChoice, ToolResultBlock,
 };
 use weir_types::chat::{
-    ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl, Message,
-    MessageContent as ChatContent, NamedFunction, NamedToolChoice, Stop, StreamOptions, Tool,
-    ToolCall, ToolChoice as ChatToolChoice, ToolChoiceMode,
+    ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl, JsonSchemaFormat,
+    Message, MessageContent as ChatContent, NamedFunction, NamedToolChoice, ResponseFormat, Stop,
+    StreamOptions, Tool, ToolCall, ToolChoice as ChatToolChoice, ToolChoiceMode,
 };
 
 use crate::error::{Error, Result};
@@ -82,9 +82,52 @@ pub fn to_chat_request(req: &MessagesRequest) -> Result<ChatRequest> {
     if let Some(effort) = req.thinking.as_ref().and_then(reasoning_effort) {
         chat.extra.insert("reasoning_effort".into(), json!(effort));
     }
+    chat.response_format = output_format(req)?;
     // top_k and Anthropic-only fields (service_tier, container...) are not sent: OpenAI
     // rejects fields it does not know.
     Ok(chat)
+}
+
+/// Anthropic's structured output (`output_config.format`, or the older `output_format`) as
+/// the canonical `response_format`, so a translated call keeps its schema. A format weir
+/// cannot express is refused, never dropped: the caller would get plain text with a 200.
+fn output_format(req: &MessagesRequest) -> Result<Option<ResponseFormat>> {
+    let (path, format) = match (
+        req.extra.get("output_config"),
+        req.extra.get("output_format"),
+    ) {
+        (Some(config), _) => match config.get("format") {
+            Some(f) if !f.is_null() => ("output_config.format", f),
+            _ => return Ok(None),
+        },
+        (None, Some(f)) if !f.is_null() => ("output_format", f),
+        _ => return Ok(None),
+    };
+    match format.get("type").and_then(|t| t.as_str()) {
+        Some("json_schema") => {
+            let Some(schema) = format.get("schema").filter(|s| s.is_object()) else {
+                return Err(Error::invalid_param(
+                    &format!("{path}.schema"),
+                    format!("`{path}` of type json_schema needs a `schema` object"),
+                ));
+            };
+            Ok(Some(ResponseFormat::JsonSchema {
+                json_schema: JsonSchemaFormat {
+                    name: "output".into(),
+                    description: None,
+                    schema: Some(schema.clone()),
+                    strict: Some(true),
+                },
+            }))
+        }
+        other => Err(Error::invalid_param(
+            &format!("{path}.type"),
+            format!(
+                "`{path}` type {} cannot be translated for this model: use `json_schema`",
+                other.map_or_else(|| "(missing)".to_owned(), |t| format!("`{t}`"))
+            ),
+        )),
+    }
 }
 
 /// The closest `reasoning_effort` for a thinking budget (the inverse of the provider's

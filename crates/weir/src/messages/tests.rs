@@ -412,3 +412,44 @@ fn error_types_round_trip_through_their_statuses() {
     }
     assert_eq!(status_for_error_type("some_new_error"), None);
 }
+
+/// Structured output survives translation: `output_config.format` (and the older
+/// `output_format`) become `response_format`; a format that cannot be expressed is a 400
+/// naming its field, never silently dropped.
+#[test]
+fn structured_output_is_translated_or_refused() {
+    let schema =
+        json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]});
+    let base =
+        json!({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let with = |field: &str, value: Value| {
+        let mut v = base.clone();
+        v[field] = value;
+        request(v)
+    };
+    for req in [
+        with(
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": schema}}),
+        ),
+        with(
+            "output_format",
+            json!({"type": "json_schema", "schema": schema}),
+        ),
+    ] {
+        let chat = chat_json(&req);
+        assert_eq!(chat["response_format"]["type"], "json_schema", "{chat}");
+        assert_eq!(chat["response_format"]["json_schema"]["schema"], schema);
+        assert_eq!(chat["response_format"]["json_schema"]["strict"], true);
+        assert!(chat.get("output_config").is_none() && chat.get("output_format").is_none());
+    }
+    let odd = with("output_config", json!({"format": {"type": "yaml"}}));
+    assert_eq!(
+        err_param(&odd).as_deref(),
+        Some("output_config.format.type")
+    );
+    let bare = with("output_format", json!({"type": "json_schema"}));
+    assert_eq!(err_param(&bare).as_deref(), Some("output_format.schema"));
+    let plain = with("output_config", json!({"effort": "high"}));
+    assert!(chat_json(&plain).get("response_format").is_none());
+}

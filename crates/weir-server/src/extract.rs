@@ -147,7 +147,8 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
             .extensions
             .remove::<weir::Principal>()
             .unwrap_or_default();
-        let call = crate::routes::call_context(request_id, principal, &parts.headers)
+        let anthropic = parts.uri.path().starts_with("/v1/messages");
+        let call = crate::routes::call_context(request_id, principal, &parts.headers, anthropic)
             .map_err(|e| e.flavor(Flavor::for_path(parts.uri.path())))?;
         Ok(Self { call, started })
     }

@@ -142,6 +142,7 @@ pub fn call_context(
     request_id: String,
     principal: Principal,
     headers: &HeaderMap,
+    anthropic_route: bool,
 ) -> Result<CallContext, ApiError> {
     let priority = headers
         .get("x-weir-priority")
@@ -182,10 +183,13 @@ pub fn call_context(
         }
     }
     // Anthropic clients choose the API's behaviour with these; the upstream must see them.
-    let mut upstream_headers = HeaderMap::new();
-    for name in ["anthropic-version", "anthropic-beta"] {
-        for v in headers.get_all(name) {
-            upstream_headers.append(HeaderName::from_static(name), v.clone());
+    // Only the Messages routes look (the chat route pays no lookups).
+    let mut upstream_headers = Vec::new();
+    if anthropic_route {
+        for name in [&ANTHROPIC_VERSION, &ANTHROPIC_BETA] {
+            for v in headers.get_all(name) {
+                upstream_headers.push((name.clone(), v.clone()));
+            }
         }
     }
     Ok(CallContext {
@@ -197,6 +201,9 @@ pub fn call_context(
         ..CallContext::default()
     })
 }
+
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
 /// A complete answer: `body` with the metadata headers, and what the access log says.
 pub fn answer(mut res: Response, meta: &ResponseMeta, started: Instant) -> Response {

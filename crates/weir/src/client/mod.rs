@@ -518,7 +518,7 @@ impl Client {
             api_key: lease.secret().cloned(),
             request_id: String::new(),
             deadline: Some(deadline),
-            forwarded: http::HeaderMap::new(),
+            forwarded: Vec::new(),
         };
         reg.provider.models(&ctx).await
     }

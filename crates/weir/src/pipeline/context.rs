@@ -75,8 +75,9 @@ pub struct CallContext {
     pub tags: Tags,
     /// The client's headers that choose API behaviour at the upstream (Anthropic's
     /// `anthropic-version` and `anthropic-beta`), forwarded to providers that speak that API.
-    /// They win over the provider's configured defaults.
-    pub upstream_headers: http::HeaderMap,
+    /// They win over the provider's configured defaults. A plain list: most calls have none,
+    /// and an empty list costs nothing to carry or copy.
+    pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl CallContext {

@@ -45,7 +45,7 @@ pub struct UpstreamContext {
     pub deadline: Option<Instant>,
     /// The client's API-behaviour headers (see `CallContext::upstream_headers`), for
     /// providers that speak the API they belong to.
-    pub forwarded: ::http::HeaderMap,
+    pub forwarded: Vec<(::http::HeaderName, ::http::HeaderValue)>,
 }
 
 impl fmt::Debug for UpstreamContext {
@@ -55,7 +55,10 @@ impl fmt::Debug for UpstreamContext {
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("request_id", &self.request_id)
             .field("deadline", &self.deadline)
-            .field("forwarded", &self.forwarded.keys().collect::<Vec<_>>())
+            .field(
+                "forwarded",
+                &self.forwarded.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -67,7 +70,7 @@ impl UpstreamContext {
             api_key: None,
             request_id: String::new(),
             deadline: None,
-            forwarded: ::http::HeaderMap::new(),
+            forwarded: Vec::new(),
         }
     }
 }

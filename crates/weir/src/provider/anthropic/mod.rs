@@ -111,13 +111,12 @@ impl AnthropicProvider {
         // The client's `anthropic-version` and `anthropic-beta` choose the API's behaviour
         // (beta features switch off silently without theirs): they win over the configured
         // version, which stays the default.
-        for name in [&ANTHROPIC_VERSION, &ANTHROPIC_BETA] {
-            let mut values = ctx.forwarded.get_all(name).iter().peekable();
-            if values.peek().is_some() {
-                headers.remove(name);
-                for v in values {
-                    headers.append(name.clone(), v.clone());
-                }
+        if ctx.forwarded.iter().any(|(k, _)| *k == ANTHROPIC_VERSION) {
+            headers.remove(&ANTHROPIC_VERSION);
+        }
+        for (name, value) in &ctx.forwarded {
+            if *name == ANTHROPIC_VERSION || *name == ANTHROPIC_BETA {
+                headers.append(name.clone(), value.clone());
             }
         }
         forward_request_id(&mut headers, ctx);

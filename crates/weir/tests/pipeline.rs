@@ -648,3 +648,17 @@ async fn a_channel_sink_queues_events_and_counts_what_did_not_fit() {
     assert!(receiver.try_recv().is_err(), "the queue held one");
     assert_eq!(sink.dropped(), 2, "the rest were dropped, never waited for");
 }
+
+#[tokio::test]
+async fn a_timeout_past_the_clocks_range_means_no_limit_not_a_panic() {
+    let (client, events) = recorded_client(CONFIG);
+    let ctx = weir::CallContext {
+        timeout: Some(Duration::MAX),
+        ..weir::CallContext::default()
+    };
+    client
+        .chat_with(chat("still answered", 0.7, json!(null)), ctx)
+        .await
+        .unwrap();
+    only(events.take(), Operation::Chat, Outcome::Success, 200);
+}

@@ -514,11 +514,9 @@ impl Client {
             .acquire(Demand::default(), 0, deadline, &[])
             .await?;
         let ctx = crate::provider::UpstreamContext {
-            upstream_model: String::new(),
             api_key: lease.secret().cloned(),
-            request_id: String::new(),
             deadline: Some(deadline),
-            forwarded: Vec::new(),
+            ..crate::provider::UpstreamContext::new(String::new())
         };
         reg.provider.models(&ctx).await
     }

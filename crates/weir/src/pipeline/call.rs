@@ -90,10 +90,14 @@ impl Client {
         if context.model.is_empty() {
             context.model = self.model_or_default(request.model()).to_owned();
         }
+        let timeout = context
+            .timeout
+            .unwrap_or(self.inner.config.defaults.request_timeout);
+        // A timeout too large for the clock (`Duration::MAX` as "no limit") is a year: the
+        // addition must not overflow on the request path.
         let deadline = started
-            + context
-                .timeout
-                .unwrap_or(self.inner.config.defaults.request_timeout);
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
         // Disabled (the default level is info), the span is a no-op: nothing is formatted.
         let span = tracing::debug_span!(
             "weir.call",
@@ -260,10 +264,15 @@ impl Call {
             coalesced: self.cache == CacheOutcome::Coalesced,
             tags: self.context.tags.clone(),
         };
-        for hook in &self.client.inner.seams.hooks {
-            hook.on_response(&self.context, &mut meta);
-        }
+        run_response_hooks(&self.client, &self.context, &mut meta);
         meta
+    }
+}
+
+/// Let every response hook read or annotate `meta`, in registration order.
+fn run_response_hooks(client: &Client, context: &CallContext, meta: &mut ResponseMeta) {
+    for hook in &client.inner.seams.hooks {
+        hook.on_response(context, meta);
     }
 }
 
@@ -308,9 +317,7 @@ pub(crate) fn meta_of(
         coalesced: event.cache == CacheOutcome::Coalesced,
         tags: event.context.tags.clone(),
     };
-    for hook in &client.inner.seams.hooks {
-        hook.on_response(&event.context, &mut meta);
-    }
+    run_response_hooks(client, &event.context, &mut meta);
     meta
 }
 

@@ -29,7 +29,6 @@ pub(crate) struct StreamMeter {
     /// `None` for a stream whose call is accounted elsewhere (the leader's view of a stream
     /// shared with identical calls: the shared upstream stream meters that call).
     call: Option<Call>,
-    ended: bool,
     /// The cost a stream without a call reports in its summary.
     fixed_cost: Option<Decimal>,
     route: Option<Route>,
@@ -50,7 +49,6 @@ impl StreamMeter {
     pub(crate) fn new(call: Call, start: StreamStart, prompt_estimate: u64) -> Self {
         Self {
             call: Some(call),
-            ended: false,
             fixed_cost: None,
             route: Some(start.route),
             key_label: start.key_label,
@@ -69,7 +67,6 @@ impl StreamMeter {
     pub(crate) fn summary_only(cost: Option<Decimal>) -> Self {
         Self {
             call: None,
-            ended: false,
             fixed_cost: cost,
             route: None,
             key_label: None,
@@ -109,10 +106,10 @@ impl StreamMeter {
 
     /// End the call, once: later calls do nothing.
     pub(crate) fn end(&mut self, how: StreamEnd<'_>) {
-        if self.ended {
+        // The summary is set exactly when the stream ends.
+        if self.summary.get().is_some() {
             return;
         }
-        self.ended = true;
         let completed = matches!(how, StreamEnd::Completed);
         let Some(call) = self.call.take() else {
             let _ = self.summary.set(StreamSummary {

@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+pub mod access;
 pub mod breaker;
 pub mod cache;
 pub mod client;

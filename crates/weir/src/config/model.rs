@@ -27,6 +27,27 @@ pub struct Config {
     pub cache: CacheConfig,
     pub pricing: PricingTable,
     pub mock: MockConfig,
+    pub store: StoreConfig,
+}
+
+/// Where the gateway keeps its state (gateway keys): embedded SQLite for one instance, or
+/// Postgres shared by every replica. Neither set: the embedding program chooses (`weir serve`
+/// uses a file in its data directory), or there is no store.
+#[derive(Clone, Default)]
+pub struct StoreConfig {
+    /// `store.sqlite.path`.
+    pub sqlite: Option<std::path::PathBuf>,
+    /// `store.postgres.url` (env `WEIR_POSTGRES_URL`): wins over `sqlite`.
+    pub postgres: Option<SecretString>,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("sqlite", &self.sqlite)
+            .field("postgres", &self.postgres.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// The gateway's own settings (used by `weir serve`).
@@ -41,6 +62,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Log request and response bodies at debug level. Off by default: bodies hold prompts.
     pub log_bodies: bool,
+    /// The key that guards `/admin/*` and the cache's admin routes (env `WEIR_ADMIN_KEY`).
+    /// Without one, those routes answer only to loopback clients.
+    pub admin_key: Option<SecretString>,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -54,6 +78,7 @@ impl fmt::Debug for ServerConfig {
             .field("body_limit", &self.body_limit)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_bodies", &self.log_bodies)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "[redacted]"))
             .finish()
     }
 }

@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub cache: RawCache,
     pub pricing: BTreeMap<String, ModelPrice>,
     pub mock: RawMock,
+    /// Where gateway state (keys) lives.
+    pub store: RawStore,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +36,27 @@ pub struct RawServer {
     pub body_limit: Option<RawSize>,
     pub shutdown_grace: Option<String>,
     pub log_bodies: Option<bool>,
+    /// Guards `/admin/*` and the cache's admin routes.
+    pub admin_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    pub sqlite: Option<RawStoreSqlite>,
+    pub postgres: Option<RawPostgres>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStoreSqlite {
+    pub path: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgres {
+    pub url: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -189,3 +189,31 @@ fn debug_output_redacts_secrets() {
     assert!(!dbg.contains("supersecret"), "{dbg}");
     assert!(!dbg.contains("topsecret"), "{dbg}");
 }
+
+#[test]
+fn store_and_admin_key_come_from_the_file_or_the_environment() {
+    let c = Config::from_yaml(
+        "server:\n  admin_key: adm\nstore:\n  sqlite: { path: /tmp/weir.db }\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(c.server.admin_key.as_ref().unwrap().expose_secret(), "adm");
+    assert_eq!(c.store.sqlite.as_deref(), Some(std::path::Path::new("/tmp/weir.db")));
+    assert!(c.store.postgres.is_none());
+    let debug = format!("{:?}", c.server);
+    assert!(!debug.contains("adm\""), "{debug}");
+
+    let c = Config::from_yaml(
+        "",
+        &env(&[
+            ("WEIR_ADMIN_KEY", "from-env"),
+            ("WEIR_POSTGRES_URL", "postgres://u:pw@db:5432/weir"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.server.admin_key.unwrap().expose_secret(), "from-env");
+    assert!(!format!("{:?}", c.store).contains("pw"));
+
+    let err = Config::from_yaml("store:\n  postgres: { url: mysql://x }\n", &env(&[])).unwrap_err();
+    assert_eq!(err.problems[0].path, "store.postgres.url");
+}

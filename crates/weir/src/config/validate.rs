@@ -173,6 +173,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
 
     let mock = mock(&mut c, &raw);
     let cache = cache(&mut c, &raw);
+    let store = store(&mut c, &raw);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -185,6 +186,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             cache,
             pricing,
             mock,
+            store,
         })
     } else {
         Err(c.problems)
@@ -240,6 +242,36 @@ fn server(c: &mut Checker<'_>, raw: &RawConfig) -> ServerConfig {
             Duration::from_secs(30),
         ),
         log_bodies,
+        admin_key: c
+            .env
+            .var("WEIR_ADMIN_KEY")
+            .or(raw.server.admin_key.clone())
+            .filter(|k| !k.trim().is_empty())
+            .map(SecretString::from),
+    }
+}
+
+fn store(c: &mut Checker<'_>, raw: &RawConfig) -> StoreConfig {
+    let postgres = c
+        .env
+        .var("WEIR_POSTGRES_URL")
+        .filter(|u| !u.is_empty())
+        .or_else(|| raw.store.postgres.as_ref().map(|p| p.url.clone()));
+    if let Some(url) = &postgres
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        c.problem(
+            "store.postgres.url",
+            "must start with postgres:// or postgresql://",
+        );
+    }
+    let sqlite = raw.store.sqlite.as_ref().map(|s| s.path.clone());
+    if sqlite.as_deref().is_some_and(str::is_empty) {
+        c.problem("store.sqlite.path", "must not be empty");
+    }
+    StoreConfig {
+        sqlite: sqlite.map(std::path::PathBuf::from),
+        postgres: postgres.map(SecretString::from),
     }
 }
 

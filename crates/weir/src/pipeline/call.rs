@@ -90,6 +90,12 @@ impl Client {
         if context.model.is_empty() {
             context.model = self.model_or_default(request.model()).to_owned();
         }
+        if refused.is_none()
+            && let Some(allowed) = &context.principal.allowed_models
+            && !crate::access::may_use(&self.inner.config, allowed, &context.model)
+        {
+            refused = Some(crate::access::not_allowed(&context.model, allowed));
+        }
         let timeout = context
             .timeout
             .unwrap_or(self.inner.config.defaults.request_timeout);

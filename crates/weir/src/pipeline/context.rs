@@ -19,6 +19,9 @@ pub struct Principal {
     /// The cache namespace the caller may read and write (a hash of its key, never the key),
     /// so tenants never read each other's cache entries; `None` shares the default one.
     pub tenant: Option<String>,
+    /// The model patterns this caller may use (see [`crate::access`]); `None` allows every
+    /// model. Shared: the gateway hands every request of a key the same list.
+    pub allowed_models: Option<std::sync::Arc<[String]>>,
 }
 
 /// Free-form `key = value` labels on a call (a template's name, a feature flag, a team's

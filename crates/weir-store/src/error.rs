@@ -15,10 +15,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[non_exhaustive]
 pub enum StoreError {
     /// The database could not be opened or reached.
-    #[error(
-        "cannot open the store {target}: {cause}; check that the path is writable, or that the \
-         database server is running, reachable and accepts these credentials"
-    )]
+    #[error("cannot open the store {target}: {cause}; {}", open_hint(.target))]
     Open {
         /// `sqlite /path` or `postgres host:port/db` (never the password).
         target: String,
@@ -53,6 +50,16 @@ pub enum StoreError {
          secrets without it: check the host"
     )]
     Random(String),
+}
+
+/// What to check when a store cannot be opened, by backend.
+fn open_hint(target: &str) -> &'static str {
+    if target.starts_with("sqlite") {
+        "check that weir may create and write that file and its directory"
+    } else {
+        "check that the server is running and reachable, and that the URL's user, password and \
+         database are right"
+    }
 }
 
 impl StoreError {
@@ -104,6 +111,24 @@ mod tests {
             "store query failed while creating a key: outer: disk full; retry, and if it keeps \
              failing check the database's health and logs"
         );
+    }
+
+    #[test]
+    fn open_hints_fit_the_backend() {
+        let sqlite = StoreError::Open {
+            target: "sqlite /x.db".into(),
+            cause: "denied".into(),
+        };
+        assert!(
+            sqlite
+                .to_string()
+                .ends_with("may create and write that file and its directory")
+        );
+        let pg = StoreError::Open {
+            target: "postgres db:5432/weir".into(),
+            cause: "refused".into(),
+        };
+        assert!(pg.to_string().contains("server is running"), "{pg}");
     }
 
     #[test]

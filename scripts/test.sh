@@ -5,7 +5,8 @@
 # build shared by every stage:
 #   1. cargo build --workspace --all-targets --locked, and a check that the library builds
 #      without its default features (cargo check -p weir --no-default-features)
-#   2. cargo test --workspace --locked            (unit, integration and doc tests)
+#   2. cargo test --workspace --locked            (unit, integration and doc tests; the Redis and
+#      Postgres tests start their own throwaway servers on free loopback ports)
 #   3. the Python SDK suite (tests/sdk/python, official openai + anthropic SDKs, pytest)
 #   4. the Node SDK suite   (tests/sdk/node, official openai SDK, node --test)
 # The SDK suites start `target/debug/weir serve` themselves on free loopback ports.
@@ -15,6 +16,8 @@
 #   WEIR_TEST_VENV    the Python venv (default: .venv-test at the repo root)
 #   PYTEST_ARGS       extra arguments for pytest (e.g. "-k anthropic -x")
 #   WEIR_BIN          the gateway binary the SDK suites run (default: target/debug/weir)
+#   WEIR_POSTGRES_BIN_DIR  where initdb and postgres are (default: initdb's directory on PATH,
+#                     else the newest /usr/lib/postgresql/*/bin)
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +29,11 @@ STAGES="${WEIR_TEST_STAGES:-build rust python node}"
 # Each entry is PACKAGE, or COMMAND:PACKAGE to install PACKAGE only when COMMAND is not on PATH
 # (and to check afterwards that it is). redis-server: the Redis tests start their own servers;
 # the rust stage sets WEIR_REQUIRE_REDIS=1 so they fail, never skip, when it is missing.
-SYSTEM_PACKAGES=(redis-server:redis-server)
+# postgresql: the store tests run initdb and postgres into temporary directories (as the
+# package's `postgres` user when run as root); Debian keeps those binaries off PATH, in
+# /usr/lib/postgresql/NN/bin, so the entry names the package alone and the tests find them.
+# The rust stage sets WEIR_REQUIRE_POSTGRES=1 likewise.
+SYSTEM_PACKAGES=(redis-server:redis-server postgresql)
 VENV="${WEIR_TEST_VENV:-$ROOT/.venv-test}"
 PY_REQS="$ROOT/tests/sdk/python/requirements.txt"
 NODE_DIR="$ROOT/tests/sdk/node"
@@ -88,7 +95,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 APT_UPDATED=0
 
 # ensure_system_packages PKG...: install Debian packages that are not installed yet, with
-# apt-get (as root, or through sudo). Used for tools the tests need (e.g. redis-server).
+# apt-get (as root, or through sudo). Used for tools the tests need (redis-server, postgresql).
 ensure_system_packages() {
   local missing=() pkg
   for pkg in "$@"; do
@@ -207,8 +214,9 @@ fi
 
 if want rust; then
   stage_begin rust "cargo test --workspace --locked"
-  # Tests needing redis-server fail instead of skipping when it is absent.
+  # Tests needing redis-server or Postgres fail instead of skipping when it is absent.
   export WEIR_REQUIRE_REDIS=1
+  export WEIR_REQUIRE_POSTGRES=1
   cargo test --workspace --locked || die "cargo test failed"
   # The library's middleware example asserts what it shows; it runs offline on the mock.
   cargo run --locked -q -p weir --example middleware || die "the middleware example failed"

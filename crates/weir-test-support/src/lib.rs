@@ -5,7 +5,9 @@
 //!   boundaries, delays, stalls, cut connections) and recording every request it received;
 //! - [`openai`] and [`anthropic`]: realistic bodies, stream transcripts (text, tool calls,
 //!   thinking, usage), error bodies and rate-limit headers of each API;
-//! - [`sse`]: building transcripts by hand.
+//! - [`sse`]: building transcripts by hand;
+//! - [`redis`] and [`postgres`]: throwaway servers on free loopback ports, for the shared cache
+//!   and store tests.
 //!
 //! Used by the library's provider tests and by the gateway's end-to-end tests.
 //!
@@ -22,6 +24,7 @@
 pub mod anthropic;
 pub mod fake;
 pub mod openai;
+pub mod postgres;
 pub mod redis;
 pub mod sse;
 

@@ -49,7 +49,7 @@ const ENV_PROVIDERS: &[(&str, &str, &str, &str)] = &[
 
 pub(super) struct Checker<'a> {
     problems: Vec<Problem>,
-    env: &'a dyn Env,
+    pub(super) env: &'a dyn Env,
 }
 
 impl Checker<'_> {
@@ -173,6 +173,8 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
 
     let mock = mock(&mut c, &raw);
     let cache = cache(&mut c, &raw);
+    let limits = super::inbound::limits(&mut c, &raw);
+    let redis = super::inbound::redis(&mut c, &raw);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -185,6 +187,8 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             cache,
             pricing,
             mock,
+            limits,
+            redis,
         })
     } else {
         Err(c.problems)

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use rust_decimal::Decimal;
 use serde_json::json;
 use weir::pipeline::{
-    Admission, AdmissionRequest, Admitted, AttemptInfo, AttemptObserver, AttemptOutcome, CacheOutcome,
-    Operation, Outcome, Reservation, UsageEvent, UsageSink, rejected,
+    Admission, AdmissionRequest, Admitted, AttemptInfo, AttemptObserver, AttemptOutcome,
+    CacheOutcome, Operation, Outcome, Reservation, UsageEvent, UsageSink, rejected,
 };
 use weir::provider::mock::MockProvider;
 use weir::provider::{ChunkStream, Provider, Upstream, UpstreamContext};

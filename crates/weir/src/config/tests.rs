@@ -215,7 +215,10 @@ limits:
     assert_eq!(l.on_store_error, crate::limits::OnStoreError::Deny);
     assert_eq!(l.store_timeout, std::time::Duration::from_millis(100));
     let redis = c.redis.as_ref().unwrap();
-    assert_eq!(redis.url.expose_secret(), "redis://:hunter2@127.0.0.1:6379/");
+    assert_eq!(
+        redis.url.expose_secret(),
+        "redis://:hunter2@127.0.0.1:6379/"
+    );
     assert_eq!(redis.prefix, "gw1");
     let dbg = format!("{c:?}");
     assert!(!dbg.contains("hunter2"), "{dbg}");
@@ -226,16 +229,17 @@ fn without_limits_nothing_is_limited_and_nothing_is_shared() {
     let c = load(None, &env(&[])).unwrap();
     assert!(!c.limits.any());
     assert_eq!(c.limits, crate::limits::LimitsConfig::default());
-    assert_eq!(
-        c.limits.on_store_error,
-        crate::limits::OnStoreError::Allow
-    );
+    assert_eq!(c.limits.on_store_error, crate::limits::OnStoreError::Allow);
     assert!(c.redis.is_none());
 }
 
 #[test]
 fn weir_redis_url_sets_or_overrides_the_shared_redis() {
-    let c = load(None, &env(&[("WEIR_REDIS_URL", "rediss://:pw@cache:6380/2")])).unwrap();
+    let c = load(
+        None,
+        &env(&[("WEIR_REDIS_URL", "rediss://:pw@cache:6380/2")]),
+    )
+    .unwrap();
     let redis = c.redis.unwrap();
     assert_eq!(redis.url.expose_secret(), "rediss://:pw@cache:6380/2");
     assert_eq!(redis.prefix, "weir");

@@ -351,8 +351,7 @@ impl InboundLimits {
         let principal = &request.context.principal;
         let c = &self.config;
         let set = |id: Option<CellId<'a>>, limit: RateLimit| {
-            id.filter(|_| limit.is_set())
-                .map(|id| Scoped { id, limit })
+            id.filter(|_| limit.is_set()).map(|id| Scoped { id, limit })
         };
         let key_limit = principal.limits.map_or(c.per_key, |own| own.or(c.per_key));
         let ip = match principal.key_id {
@@ -366,7 +365,9 @@ impl InboundLimits {
                 set(principal.team.as_deref().map(CellId::Team), c.per_team),
                 set(ip, c.per_ip),
             ],
-            tokens: request.input_tokens.saturating_add(request.max_output_tokens),
+            tokens: request
+                .input_tokens
+                .saturating_add(request.max_output_tokens),
         }
     }
 
@@ -453,11 +454,7 @@ impl InboundLimits {
     }
 
     #[cfg(feature = "redis")]
-    async fn reserve_redis(
-        &self,
-        cells: &redis::RedisCells,
-        plan: &Plan<'_>,
-    ) -> Result<Admitted> {
+    async fn reserve_redis(&self, cells: &redis::RedisCells, plan: &Plan<'_>) -> Result<Admitted> {
         if self.health.paused() {
             return self.store_unavailable();
         }

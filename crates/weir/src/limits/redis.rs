@@ -160,7 +160,12 @@ impl RedisCells {
             LimitKind::Requests => 'r',
             LimitKind::Tokens => 't',
         };
-        let _ = write!(key, "{}:rl:{}:{kind}:{id}", self.prefix, id.scope().as_str());
+        let _ = write!(
+            key,
+            "{}:rl:{}:{kind}:{id}",
+            self.prefix,
+            id.scope().as_str()
+        );
         key
     }
 
@@ -211,7 +216,10 @@ impl RedisCells {
                     taken.get(usize::try_from(at).unwrap_or(usize::MAX)),
                     origin.get(usize::try_from(at).unwrap_or(usize::MAX)),
                 ) else {
-                    return Err(format!("the rate-limit check on Redis at {} answered an unknown cell", self.url));
+                    return Err(format!(
+                        "the rate-limit check on Redis at {} answered an unknown cell",
+                        self.url
+                    ));
                 };
                 Ok(Err(Refusal {
                     index: *index,
@@ -265,7 +273,12 @@ impl RedisCells {
 }
 
 /// A cell's quota, `backlog` microseconds from full.
-fn quota_of(scope: crate::pipeline::LimitScope, kind: LimitKind, limit: u64, backlog: u64) -> Quota {
+fn quota_of(
+    scope: crate::pipeline::LimitScope,
+    kind: LimitKind,
+    limit: u64,
+    backlog: u64,
+) -> Quota {
     Quota {
         scope,
         kind,

@@ -116,7 +116,11 @@ async fn the_limit_refills_one_request_per_interval_and_fully_after_a_minute() {
     tokio::time::advance(Duration::from_millis(2_999)).await;
     let early = limits.reserve(&request(&ctx, 0, 0)).await.unwrap_err();
     assert_eq!(early.retry_after(), Some(Duration::from_millis(1)));
-    assert!(early.to_string().ends_with("user alice allows 20 requests per minute; retry in 1 ms"));
+    assert!(
+        early
+            .to_string()
+            .ends_with("user alice allows 20 requests per minute; retry in 1 ms")
+    );
     tokio::time::advance(Duration::from_millis(1)).await;
     let one = admit(&limits, &request(&ctx, 0, 0)).await;
     assert_eq!(remaining(&one), 0);
@@ -143,7 +147,11 @@ async fn a_call_refused_by_its_team_takes_nothing_from_its_key() {
     for _ in 0..3 {
         let e = limits.reserve(&request(&ctx, 0, 0)).await.unwrap_err();
         assert_eq!(e.quota().map(|q| q.scope), Some(LimitScope::Team));
-        assert!(e.to_string().contains("team ads allows 1 request per minute"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("team ads allows 1 request per minute"),
+            "{e}"
+        );
     }
     // Only the first call was taken from the key.
     let alone = admit(&limits, &request(&with_key("k1"), 0, 0)).await;
@@ -198,8 +206,15 @@ async fn per_ip_limits_apply_only_to_calls_without_a_gateway_key() {
     };
     let quota = admit(&limits, &request(&anonymous, 0, 0)).await.quota;
     assert_eq!(quota.map(|q| q.scope), Some(LimitScope::Ip));
-    let e = limits.reserve(&request(&anonymous, 0, 0)).await.unwrap_err();
-    assert!(e.to_string().contains("client 10.0.0.7 allows 1 request per minute"), "{e}");
+    let e = limits
+        .reserve(&request(&anonymous, 0, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("client 10.0.0.7 allows 1 request per minute"),
+        "{e}"
+    );
     // The same address with a key is not limited by address, and no scope applies.
     let mut keyed = with_key("k");
     keyed.client_ip = Some(ip);
@@ -225,7 +240,10 @@ async fn a_keys_own_limits_win_over_the_default_field_by_field() {
     for left in (0..5).rev() {
         let quota = admit(&limits, &request(&own, 0, 0)).await.quota.unwrap();
         // Requests are the key's own; tokens the default's (1000, none spent).
-        assert_eq!((quota.kind, quota.limit, quota.remaining), (LimitKind::Requests, 5, left));
+        assert_eq!(
+            (quota.kind, quota.limit, quota.remaining),
+            (LimitKind::Requests, 5, left)
+        );
     }
     assert!(limits.reserve(&request(&own, 0, 0)).await.is_err());
     // Other keys keep the default.
@@ -244,7 +262,10 @@ async fn a_call_larger_than_a_whole_token_limit_is_refused_as_too_large() {
     assert_eq!(e.http_status(), 413);
     assert_eq!(e.retry_after(), None);
     let text = e.to_string();
-    assert!(text.contains("user bob allows 1000 tokens per minute"), "{text}");
+    assert!(
+        text.contains("user bob allows 1000 tokens per minute"),
+        "{text}"
+    );
     assert!(text.contains("reserves 4296"), "{text}");
     assert!(text.contains("lower max_tokens"), "{text}");
     // Nothing was taken.

@@ -12,6 +12,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use weir::CallContext;
+use weir::limits::{InboundLimits, LimitsConfig, RateLimit};
+use weir::pipeline::{
+    Admission, AdmissionRequest, CacheOutcome, Latencies, Operation, Outcome, Tokens, UsageEvent,
+};
 use weir::pool::{Demand, KeyLimits, KeyPool, PoolConfig, PooledKey};
 use weir::provider::anthropic::convert::{from_anthropic_response, to_anthropic_request};
 use weir::provider::anthropic::stream::ChunkTranslator;
@@ -292,6 +297,95 @@ fn limits(c: &mut Criterion) {
     g.finish();
 }
 
+/// A usage event with these tokens, as a call's end hands it to the admissions.
+fn usage_event(context: std::sync::Arc<CallContext>, input: u64, output: u64) -> UsageEvent {
+    UsageEvent {
+        context,
+        operation: Operation::Chat,
+        outcome: Outcome::Success,
+        status: 200,
+        error: None,
+        route: None,
+        attempts: 1,
+        tokens: Tokens {
+            input,
+            output,
+            ..Tokens::default()
+        },
+        tokens_estimated: false,
+        cost_usd: None,
+        cache: CacheOutcome::Miss,
+        latency: Latencies::default(),
+    }
+}
+
+/// The inbound limiter in memory: what a limited call pays before and after its upstream.
+fn inbound_limits(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // Limits far above what the bench reaches, so every call is admitted and the figure is
+    // the bookkeeping alone.
+    let config = LimitsConfig {
+        per_key: RateLimit {
+            rpm: Some(1_000_000_000),
+            tpm: Some(1_000_000_000_000),
+        },
+        per_user: RateLimit {
+            rpm: Some(1_000_000_000),
+            tpm: None,
+        },
+        ..LimitsConfig::default()
+    };
+    let limits = rt.block_on(async { InboundLimits::in_memory(&config) });
+    let mut context = CallContext::default();
+    context.principal.key_id = Some("key_bench".into());
+    context.principal.user = Some("alice".into());
+    let context = std::sync::Arc::new(context);
+    let event = usage_event(std::sync::Arc::clone(&context), 1187, 221);
+    let request = AdmissionRequest {
+        context: &context,
+        operation: Operation::Chat,
+        input_tokens: 1200,
+        max_output_tokens: 512,
+    };
+    let anonymous = CallContext::default();
+    let unscoped = AdmissionRequest {
+        context: &anonymous,
+        ..request
+    };
+
+    let mut g = c.benchmark_group("limits");
+    // Three cells (key requests and tokens, user requests): reserve, then settle the tokens.
+    g.bench_function("inbound_reserve_settle_3_cells", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let admitted = limits.reserve(black_box(&request)).await.unwrap();
+                    limits.settle(admitted.reservation, black_box(&event));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    // A call no limit applies to (no key, user, team or address).
+    g.bench_function("inbound_reserve_settle_unscoped", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    let admitted = limits.reserve(black_box(&unscoped)).await.unwrap();
+                    limits.settle(admitted.reservation, black_box(&event));
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -331,6 +425,6 @@ fn rate_limit_headers(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = chat_types, sse, anthropic, cache, tokens, limits, rate_limit_headers
+    targets = chat_types, sse, anthropic, cache, tokens, limits, inbound_limits, rate_limit_headers
 }
 criterion_main!(benches);

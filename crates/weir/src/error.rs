@@ -101,13 +101,17 @@ pub enum Error {
     #[error("{provider} does not support {operation}; use a model from a provider that does")]
     Unsupported { provider: String, operation: String },
     /// A policy of weir's (a budget, a rate limit, an access rule, a request hook) refused
-    /// the call before any upstream call. `status` is a 4xx; `code` a stable machine label.
-    #[error("{message}{}", fmt_retry(.retry_after))]
+    /// the call before any upstream call. `status` is a 4xx (or 503 when the policy's own
+    /// state could not be reached); `code` a stable machine label. The message is shown as
+    /// is: when `retry_after` is set, it says when to retry.
+    #[error("{message}")]
     Rejected {
         status: u16,
         code: &'static str,
         message: String,
         retry_after: Option<Duration>,
+        /// The rate limit that refused the call, when one did.
+        quota: Option<crate::pipeline::Quota>,
     },
     /// The configuration is invalid.
     #[error(transparent)]
@@ -247,6 +251,14 @@ impl Error {
         }
     }
 
+    /// The rate limit that refused the call, for a refusal by one.
+    pub fn quota(&self) -> Option<crate::pipeline::Quota> {
+        match self {
+            Error::Rejected { quota, .. } => *quota,
+            _ => None,
+        }
+    }
+
     /// The HTTP status this error maps to at the gateway edge.
     ///
     /// Chosen so the official SDKs behave: they retry 408, 409, 429 and 5xx, and raise
@@ -265,8 +277,11 @@ impl Error {
             Error::CircuitOpen { .. } => 503,
             Error::BudgetExceeded { .. } => 429,
             Error::Unsupported { .. } => 400,
-            // Only refusals are 4xx; anything else is a policy bug, reported as such.
-            Error::Rejected { status, .. } if (400..500).contains(status) => *status,
+            // Refusals are 4xx, or 503 when a policy cannot reach its state (a rate limiter's
+            // Redis); anything else is a policy bug, reported as such.
+            Error::Rejected { status, .. } if (400..500).contains(status) || *status == 503 => {
+                *status
+            }
             Error::Rejected { .. } => 403,
             Error::Config(_) => 500,
         }

@@ -52,6 +52,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod messages;
 pub mod pipeline;
 pub mod pool;
@@ -67,5 +68,5 @@ pub use client::{
 };
 pub use config::{Config, ConfigError};
 pub use error::{Error, ErrorKind, Result};
-pub use pipeline::{CallContext, Principal, UsageEvent};
+pub use pipeline::{CallContext, LimitKind, LimitScope, Principal, Quota, UsageEvent};
 pub use weir_types as types;

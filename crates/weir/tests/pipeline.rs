@@ -13,8 +13,8 @@ use futures::StreamExt;
 use rust_decimal::Decimal;
 use serde_json::json;
 use weir::pipeline::{
-    Admission, AdmissionRequest, AttemptInfo, AttemptObserver, AttemptOutcome, CacheOutcome,
-    Operation, Outcome, Reservation, UsageEvent, UsageSink, rejected,
+    Admission, AdmissionRequest, Admitted, AttemptInfo, AttemptObserver, AttemptOutcome,
+    CacheOutcome, Operation, Outcome, Reservation, UsageEvent, UsageSink, rejected,
 };
 use weir::provider::mock::MockProvider;
 use weir::provider::{ChunkStream, Provider, Upstream, UpstreamContext};
@@ -266,14 +266,14 @@ async fn status_counts_each_deployment_once_whatever_name_was_used_and_counts_hi
 
 /// Refuses calls for the `blocked` user; otherwise reserves and settles token counts.
 #[derive(Debug, Default)]
-struct Quota {
+struct DailyQuota {
     reserved: AtomicU32,
     settled: Mutex<Vec<(u64, u64, u64)>>,
 }
 
 #[async_trait]
-impl Admission for Quota {
-    async fn reserve(&self, request: &AdmissionRequest<'_>) -> weir::Result<Reservation> {
+impl Admission for DailyQuota {
+    async fn reserve(&self, request: &AdmissionRequest<'_>) -> weir::Result<Admitted> {
         if request.context.principal.user.as_deref() == Some("blocked") {
             return Err(rejected(
                 429,
@@ -282,7 +282,7 @@ impl Admission for Quota {
             ));
         }
         self.reserved.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(request.input_tokens))
+        Ok(Admitted::new(Box::new(request.input_tokens)))
     }
 
     fn settle(&self, reservation: Reservation, event: &UsageEvent) {
@@ -298,7 +298,7 @@ impl Admission for Quota {
 
 #[tokio::test]
 async fn an_admission_refuses_with_a_typed_4xx_and_settles_admitted_calls_with_real_usage() {
-    let quota = Arc::new(Quota::default());
+    let quota = Arc::new(DailyQuota::default());
     let recorder = Arc::new(Recorder::default());
     let client = Client::builder(config(CONFIG))
         .admission(quota.clone())
@@ -661,4 +661,75 @@ async fn a_timeout_past_the_clocks_range_means_no_limit_not_a_panic() {
         .await
         .unwrap();
     only(events.take(), Operation::Chat, Outcome::Success, 200);
+}
+
+/// Admits every call, reporting a fixed quota.
+#[derive(Debug)]
+struct Reports(weir::Quota);
+
+#[async_trait]
+impl Admission for Reports {
+    async fn reserve(&self, _request: &AdmissionRequest<'_>) -> weir::Result<Admitted> {
+        Ok(Admitted {
+            reservation: Box::new(()),
+            quota: Some(self.0),
+        })
+    }
+
+    fn settle(&self, _reservation: Reservation, _event: &UsageEvent) {}
+
+    fn release(&self, _reservation: Reservation) {}
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_tightest_quota_of_its_admissions() {
+    let quota = |scope, remaining, reset_s| weir::Quota {
+        scope,
+        kind: weir::LimitKind::Requests,
+        limit: 100,
+        remaining,
+        reset: Duration::from_secs(reset_s),
+    };
+    let loose = quota(weir::LimitScope::Key, 7, 50);
+    let tight = quota(weir::LimitScope::User, 3, 10);
+    // As few left as `tight`, but longer to recover: it wins the tie.
+    let slow = quota(weir::LimitScope::Team, 3, 40);
+    let client = Client::builder(config(CONFIG))
+        .admission(Arc::new(Reports(loose)))
+        .admission(Arc::new(Reports(tight)))
+        .admission(Arc::new(Reports(slow)))
+        .build()
+        .unwrap();
+
+    // Complete and streamed, upstream and from the cache.
+    for _ in 0..2 {
+        let done = client.chat(chat("cached", 0.0, json!(null))).await.unwrap();
+        assert_eq!(done.meta.quota, Some(slow), "{:?}", done.meta.cache);
+        let stream = client
+            .chat_stream(chat("cached stream", 0.0, json!(null)))
+            .await
+            .unwrap();
+        assert_eq!(stream.meta().quota, Some(slow));
+        drop(stream.collect::<Vec<_>>().await);
+    }
+    let embedded = client
+        .embed(EmbeddingsRequest::new(
+            "mock/echo",
+            vec!["some text".to_owned()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(embedded.meta.quota, Some(slow));
+    let answer = client.messages(messages("hi", false)).await.unwrap();
+    assert_eq!(answer.meta.quota, Some(slow));
+    let json = serde_json::to_value(&embedded.meta).unwrap();
+    assert_eq!(
+        json["quota"],
+        json!({"scope": "team", "kind": "requests", "limit": 100, "remaining": 3, "reset_ms": 40000})
+    );
+
+    // Without admissions, no quota.
+    let (plain, _) = recorded_client(CONFIG);
+    let done = plain.chat(chat("plain", 0.7, json!(null))).await.unwrap();
+    assert_eq!(done.meta.quota, None);
 }

@@ -518,7 +518,7 @@ fn ttl_millis(ttl: Duration) -> u64 {
 }
 
 /// `url` with its password (and any `password`/`pass` query parameter) replaced by `***`.
-fn redact_url(raw: &str) -> String {
+pub(crate) fn redact_url(raw: &str) -> String {
     const MASK: &str = "***";
     let is_secret = |name: &str| {
         let name = name.to_ascii_lowercase();

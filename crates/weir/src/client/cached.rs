@@ -433,6 +433,7 @@ impl Client {
         usage: Option<weir_types::chat::Usage>,
     ) -> super::ResponseMeta {
         let client = call.client.clone();
+        let quota = call.quota;
         let event = call.finish(Ending {
             route: Some(super::Route {
                 provider: provider.to_owned(),
@@ -441,7 +442,7 @@ impl Client {
             usage: usage.clone(),
             ..Ending::default()
         });
-        meta_of(&client, event, usage, None)
+        meta_of(&client, event, usage, None, quota)
     }
 
     /// `chat_with` after admission: the cache, then single-flight, then the engine.

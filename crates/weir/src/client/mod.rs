@@ -46,6 +46,7 @@ pub use stream::{ChatStream, StreamSummary};
 use crate::breaker::BreakerSnapshot;
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, Result};
+use crate::limits::InboundLimits;
 use crate::pipeline::{
     Admission, AttemptObserver, CallContext, CallHook, CallRequest, Operation, Seams, Tags,
     UsageSink,
@@ -83,6 +84,9 @@ pub struct ResponseMeta {
     /// The label of the upstream key used (never the key itself).
     pub key_id: Option<String>,
     pub rate_limit: Option<RateLimitSnapshot>,
+    /// Where the caller stands against its tightest inbound rate limit (weir's own limits,
+    /// not the upstream's), when any applies.
+    pub quota: Option<crate::pipeline::Quota>,
     /// Whether the cache answered (`hit`), was looked up (`miss`) or did not apply.
     pub cache: CacheStatus,
     /// `true` when this call shared an identical in-flight call's upstream answer.
@@ -178,6 +182,8 @@ pub(crate) struct Inner {
     started: std::time::Instant,
     cache: Option<cached::CacheLayer>,
     pub(crate) seams: Seams,
+    /// The inbound rate limiter the builder registered (also the first admission).
+    limits: Option<Arc<InboundLimits>>,
 }
 
 /// The weir client. Cheap to clone.
@@ -209,6 +215,8 @@ pub struct ClientBuilder {
     config: Config,
     custom: Vec<(String, SharedProvider)>,
     seams: Seams,
+    /// Register the inbound limiter even when the config sets no limit.
+    always_limit: bool,
 }
 
 fn pool_for(pc: &crate::config::ProviderConfig) -> KeyPool {
@@ -255,8 +263,24 @@ impl ClientBuilder {
         self
     }
 
-    /// Build the client. A Redis cache tier needs a connection first: use
-    /// [`ClientBuilder::build_async`] when `cache.redis` is configured.
+    /// Register the inbound rate limiter even when the config sets no limit: for a gateway
+    /// whose stored keys carry limits of their own ([`Principal::limits`]). Without it, the
+    /// limiter is registered only when `limits:` sets some limit, and a client without one
+    /// pays nothing for it.
+    ///
+    /// [`Principal::limits`]: crate::Principal::limits
+    pub fn with_inbound_limits(mut self) -> Self {
+        self.always_limit = true;
+        self
+    }
+
+    /// Whether the built client needs an inbound limiter.
+    fn wants_limits(&self) -> bool {
+        self.always_limit || self.config.limits.any()
+    }
+
+    /// Build the client. Redis needs a connection first: use [`ClientBuilder::build_async`]
+    /// when `cache.redis` is configured, or `redis:` with inbound limits.
     pub fn build(self) -> Result<Client> {
         if cfg!(feature = "redis") && self.config.cache.enabled && self.config.cache.redis.is_some()
         {
@@ -265,16 +289,42 @@ impl ClientBuilder {
                 "a Redis tier is connected asynchronously: build the client with `build_async().await`",
             ));
         }
-        self.build_with(None)
+        let limits = if !self.wants_limits() {
+            None
+        } else if self.config.redis.is_some() {
+            return Err(Error::config(
+                "redis",
+                "rate limits in Redis are connected asynchronously: build the client with `build_async().await`",
+            ));
+        } else {
+            Some(InboundLimits::in_memory(&self.config.limits))
+        };
+        self.build_with(None, limits)
     }
 
-    /// Build the client, connecting the shared Redis cache tier if one is configured.
+    /// Build the client, connecting the shared Redis cache tier and the inbound limits'
+    /// Redis if they are configured.
     pub async fn build_async(self) -> Result<Client> {
         let redis = cached::CacheLayer::connect_redis(&self.config.cache).await?;
-        self.build_with(redis)
+        let limits = if self.wants_limits() {
+            Some(InboundLimits::new(&self.config.limits, self.config.redis.as_ref()).await?)
+        } else {
+            None
+        };
+        self.build_with(redis, limits)
     }
 
-    fn build_with(self, redis: Option<crate::cache::redis::RedisStore>) -> Result<Client> {
+    fn build_with(
+        mut self,
+        redis: Option<crate::cache::redis::RedisStore>,
+        limits: Option<InboundLimits>,
+    ) -> Result<Client> {
+        let limits = limits.map(Arc::new);
+        if let Some(l) = &limits {
+            // First: a caller over its limit is refused before any other admission reserves.
+            let admission: Arc<dyn Admission> = Arc::clone(l) as Arc<dyn Admission>;
+            self.seams.admissions.insert(0, admission);
+        }
         crate::provider::http::install_crypto_provider();
         let mut config = self.config;
         let mut providers = HashMap::new();
@@ -325,6 +375,7 @@ impl ClientBuilder {
                 started: std::time::Instant::now(),
                 cache,
                 seams: self.seams,
+                limits,
             }),
         })
     }
@@ -346,11 +397,18 @@ impl Client {
             config,
             custom: Vec::new(),
             seams: Seams::default(),
+            always_limit: false,
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The inbound rate limiter the builder registered (for `/status` and `/ready`: see
+    /// [`InboundLimits::health`]); `None` when the config sets no limit.
+    pub fn inbound_limits(&self) -> Option<&Arc<InboundLimits>> {
+        self.inner.limits.as_ref()
     }
 
     /// Where a model name would be sent first (a group's first deployment).

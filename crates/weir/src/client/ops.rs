@@ -120,8 +120,9 @@ impl Client {
                 let usage = usage_of(&up.body);
                 let rate_limit = up.meta.rate_limit.take();
                 ending.usage = usage.clone();
+                let quota = call.quota;
                 let event = call.finish(ending);
-                Ok((up, meta_of(self, event, usage, rate_limit)))
+                Ok((up, meta_of(self, event, usage, rate_limit, quota)))
             }
             Err(failed) => Err(call.fail_unrouted(failed)),
         }

@@ -11,10 +11,12 @@
 //! are added to a file's configuration unless the file defines a provider of that name.
 //!
 //! Environment overrides (after the file): `WEIR_LISTEN`, `WEIR_API_KEYS` (comma-separated),
-//! `WEIR_DEFAULT_MODEL`, `WEIR_LOG_BODIES`, `WEIR_ADMIN_KEY`, `WEIR_POSTGRES_URL`, and the tool-neutral `LLM_PROVIDER` (provider for
-//! bare model names), `LLM_FORCE_MOCK`, `LLM_MAX_RETRIES` and `LLM_RETRY_BACKOFF_BASE`.
+//! `WEIR_DEFAULT_MODEL`, `WEIR_LOG_BODIES`, `WEIR_ADMIN_KEY`, `WEIR_POSTGRES_URL`, `WEIR_REDIS_URL` (the shared `redis.url`), and the
+//! tool-neutral `LLM_PROVIDER` (provider for bare model names), `LLM_FORCE_MOCK`,
+//! `LLM_MAX_RETRIES` and `LLM_RETRY_BACKOFF_BASE`.
 
 mod groups;
+mod inbound;
 mod model;
 pub mod raw;
 mod validate;

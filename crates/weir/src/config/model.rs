@@ -27,7 +27,29 @@ pub struct Config {
     pub cache: CacheConfig,
     pub pricing: PricingTable,
     pub mock: MockConfig,
+    /// Inbound rate limits per gateway key, user, team and client address.
+    pub limits: crate::limits::LimitsConfig,
+    /// Shared state for several gateway instances (rate limits live here when it is set).
+    pub redis: Option<RedisConfig>,
     pub store: StoreConfig,
+}
+
+/// The Redis that gateway instances share state through (`redis:`, or `WEIR_REDIS_URL`).
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://`, possibly with a password: never shown.
+    pub url: SecretString,
+    /// Every key weir writes starts with `{prefix}:`.
+    pub prefix: String,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &"[redacted]")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 /// Where the gateway keeps its state (gateway keys): embedded SQLite for one instance, or

@@ -25,6 +25,38 @@ pub struct RawConfig {
     pub mock: RawMock,
     /// Where gateway state (keys) lives.
     pub store: RawStore,
+    pub limits: RawInboundLimits,
+    pub redis: Option<RawRedis>,
+}
+
+/// `limits:`: inbound rate limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInboundLimits {
+    pub per_key: RawRate,
+    pub per_user: RawRate,
+    pub per_team: RawRate,
+    pub per_ip: RawRate,
+    /// `allow` or `deny`.
+    pub on_store_error: Option<String>,
+    pub store_timeout: Option<String>,
+}
+
+/// Requests and tokens per minute.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRate {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+/// `redis:`: the Redis gateway instances share state through.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    /// Required unless `WEIR_REDIS_URL` is set.
+    pub url: Option<String>,
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -217,3 +217,109 @@ fn store_and_admin_key_come_from_the_file_or_the_environment() {
     let err = Config::from_yaml("store:\n  postgres: { url: mysql://x }\n", &env(&[])).unwrap_err();
     assert_eq!(err.problems[0].path, "store.postgres.url");
 }
+
+#[test]
+fn inbound_limits_and_the_shared_redis_are_read() {
+    let yaml = r#"
+redis:
+  url: redis://:hunter2@127.0.0.1:6379/
+  prefix: gw1
+limits:
+  per_key:  { rpm: 600, tpm: 200000 }
+  per_user: { rpm: 60 }
+  per_team: { rpm: 1000, tpm: 1000000 }
+  per_ip:   { rpm: 20 }
+  on_store_error: deny
+  store_timeout: 100ms
+"#;
+    let c = Config::from_yaml(yaml, &env(&[])).unwrap();
+    let l = &c.limits;
+    assert!(l.any());
+    assert_eq!(
+        (l.per_key.rpm, l.per_key.tpm, l.per_user.rpm, l.per_user.tpm),
+        (Some(600), Some(200_000), Some(60), None)
+    );
+    assert_eq!((l.per_team.tpm, l.per_ip.rpm), (Some(1_000_000), Some(20)));
+    assert_eq!(l.on_store_error, crate::limits::OnStoreError::Deny);
+    assert_eq!(l.store_timeout, std::time::Duration::from_millis(100));
+    let redis = c.redis.as_ref().unwrap();
+    assert_eq!(
+        redis.url.expose_secret(),
+        "redis://:hunter2@127.0.0.1:6379/"
+    );
+    assert_eq!(redis.prefix, "gw1");
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+}
+
+#[test]
+fn without_limits_nothing_is_limited_and_nothing_is_shared() {
+    let c = load(None, &env(&[])).unwrap();
+    assert!(!c.limits.any());
+    assert_eq!(c.limits, crate::limits::LimitsConfig::default());
+    assert_eq!(c.limits.on_store_error, crate::limits::OnStoreError::Allow);
+    assert!(c.redis.is_none());
+}
+
+#[test]
+fn weir_redis_url_sets_or_overrides_the_shared_redis() {
+    let c = load(
+        None,
+        &env(&[("WEIR_REDIS_URL", "rediss://:pw@cache:6380/2")]),
+    )
+    .unwrap();
+    let redis = c.redis.unwrap();
+    assert_eq!(redis.url.expose_secret(), "rediss://:pw@cache:6380/2");
+    assert_eq!(redis.prefix, "weir");
+
+    let yaml = "redis: { url: redis://file:6379/, prefix: mine }\n";
+    let c = Config::from_yaml(yaml, &env(&[("WEIR_REDIS_URL", "redis://env:6379/")])).unwrap();
+    let redis = c.redis.unwrap();
+    assert_eq!(redis.url.expose_secret(), "redis://env:6379/");
+    assert_eq!(redis.prefix, "mine");
+
+    let err = load(None, &env(&[("WEIR_REDIS_URL", "http://:secret@x/")])).unwrap_err();
+    assert_eq!(err.problems[0].path, "env WEIR_REDIS_URL");
+    assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[test]
+fn bad_limits_are_reported_with_their_paths() {
+    let yaml = r#"
+redis:
+  url: http://:topsecret@127.0.0.1:6379/
+limits:
+  per_key: { rpm: 0 }
+  per_ip: { tpm: 0 }
+  on_store_error: maybe
+  store_timeout: soon
+"#;
+    let err = Config::from_yaml(yaml, &env(&[])).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "limits.per_key.rpm",
+        "limits.per_ip.tpm",
+        "limits.on_store_error",
+        "limits.store_timeout",
+        "redis.url",
+    ] {
+        assert!(paths.contains(&expected), "missing {expected} in {paths:?}");
+    }
+    assert_eq!(paths.len(), 5, "{paths:?}");
+    let text = err.to_string();
+    assert!(text.contains("at least 1"), "{text}");
+    assert!(text.contains("redis:// or rediss://"), "{text}");
+    assert!(!text.contains("topsecret"), "{text}");
+
+    let err = Config::from_yaml("redis: { prefix: x }\n", &env(&[])).unwrap_err();
+    assert_eq!(err.problems[0].path, "redis.url");
+}
+
+#[test]
+fn unknown_limit_keys_are_refused() {
+    let err = Config::from_yaml("limits:\n  per_key: { rps: 5 }\n", &env(&[])).unwrap_err();
+    assert!(err.problems[0].path.contains("limits.per_key"), "{err}");
+    assert!(err.problems[0].reason.contains("rps"), "{err}");
+    let err = Config::from_yaml("limits:\n  per_tenant: { rpm: 5 }\n", &env(&[])).unwrap_err();
+    assert!(err.problems[0].reason.contains("per_tenant"), "{err}");
+}

@@ -49,7 +49,7 @@ const ENV_PROVIDERS: &[(&str, &str, &str, &str)] = &[
 
 pub(super) struct Checker<'a> {
     problems: Vec<Problem>,
-    env: &'a dyn Env,
+    pub(super) env: &'a dyn Env,
 }
 
 impl Checker<'_> {
@@ -174,6 +174,8 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let mock = mock(&mut c, &raw);
     let cache = cache(&mut c, &raw);
     let store = store(&mut c, &raw);
+    let limits = super::inbound::limits(&mut c, &raw);
+    let redis = super::inbound::redis(&mut c, &raw);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -187,6 +189,8 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             pricing,
             mock,
             store,
+            limits,
+            redis,
         })
     } else {
         Err(c.problems)

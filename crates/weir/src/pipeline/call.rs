@@ -13,9 +13,9 @@ use rust_decimal::Decimal;
 use tokio::time::Instant;
 use weir_types::chat::Usage;
 
-use super::CallContext;
 use super::event::{CacheOutcome, Latencies, Operation, Outcome, RouteTaken, Tokens, UsageEvent};
 use super::seams::{Admission, AdmissionRequest, CallRequest, Reservation};
+use super::{CallContext, Quota};
 use crate::client::{CacheStatus, Client, ResponseMeta, Route};
 use crate::error::{Error, Result};
 use crate::pool::Lease;
@@ -56,6 +56,8 @@ pub(crate) struct Call {
     pub(crate) deadline: Instant,
     pub(crate) cache: CacheOutcome,
     reservations: Vec<(Arc<dyn Admission>, Reservation)>,
+    /// The tightest quota the admissions reported, for the answer's metadata.
+    pub(crate) quota: Option<Quota>,
     pub(crate) span: tracing::Span,
     finished: bool,
 }
@@ -121,6 +123,7 @@ impl Client {
             deadline,
             cache: CacheOutcome::Bypass,
             reservations: Vec::new(),
+            quota: None,
             span,
             finished: false,
         };
@@ -132,7 +135,8 @@ impl Client {
 }
 
 impl Call {
-    /// Ask every admission to reserve for this call; the first refusal ends it.
+    /// Ask every admission to reserve for this call, keeping the tightest quota they report;
+    /// the first refusal ends it.
     pub(crate) async fn admit(&mut self, input_tokens: u64, max_output_tokens: u64) -> Result<()> {
         let admissions = &self.client.inner.seams.admissions;
         if admissions.is_empty() {
@@ -145,9 +149,13 @@ impl Call {
             max_output_tokens,
         };
         let mut held = Vec::with_capacity(admissions.len());
+        let mut quota = None;
         for admission in admissions {
             match admission.reserve(&request).await {
-                Ok(r) => held.push((Arc::clone(admission), r)),
+                Ok(admitted) => {
+                    quota = Quota::tightest(quota, admitted.quota);
+                    held.push((Arc::clone(admission), admitted.reservation));
+                }
                 Err(e) => {
                     for (a, r) in held {
                         a.release(r);
@@ -157,6 +165,7 @@ impl Call {
             }
         }
         self.reservations = held;
+        self.quota = quota;
         Ok(())
     }
 
@@ -266,6 +275,7 @@ impl Call {
             cost_usd: self.cache.is_free().then_some(Decimal::ZERO),
             key_id: start.key_label.clone(),
             rate_limit: start.rate_limit.clone(),
+            quota: self.quota,
             cache: CacheStatus::from(self.cache),
             coalesced: self.cache == CacheOutcome::Coalesced,
             tags: self.context.tags.clone(),
@@ -293,12 +303,14 @@ pub(crate) struct StreamStart {
     pub(crate) lease: Option<Lease>,
 }
 
-/// The metadata of a finished call's answer, from its event. Response hooks see it.
+/// The metadata of a finished call's answer, from its event and the quota its admissions
+/// left (read from the call before it finished). Response hooks see it.
 pub(crate) fn meta_of(
     client: &Client,
     event: UsageEvent,
     usage: Option<Usage>,
     rate_limit: Option<RateLimitSnapshot>,
+    quota: Option<Quota>,
 ) -> ResponseMeta {
     let (provider, upstream_model, key_id) = match event.route {
         Some(r) => (r.provider, r.upstream_model, r.key_label),
@@ -319,6 +331,7 @@ pub(crate) fn meta_of(
         cost_usd: event.cost_usd,
         key_id,
         rate_limit,
+        quota,
         cache: CacheStatus::from(event.cache),
         coalesced: event.cache == CacheOutcome::Coalesced,
         tags: event.context.tags.clone(),

@@ -22,6 +22,9 @@ pub struct Principal {
     /// The model patterns this caller may use (see [`crate::access`]); `None` allows every
     /// model. Shared: the gateway hands every request of a key the same list.
     pub allowed_models: Option<std::sync::Arc<[String]>>,
+    /// This key's own inbound rate limits (from the stored key), which win over the
+    /// configured `limits.per_key` default; `None` takes the default.
+    pub limits: Option<crate::limits::RateLimit>,
 }
 
 /// Free-form `key = value` labels on a call (a template's name, a feature flag, a team's
@@ -81,6 +84,9 @@ pub struct CallContext {
     /// They win over the provider's configured defaults. A plain list: most calls have none,
     /// and an empty list costs nothing to carry or copy.
     pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The client's IP address, as the gateway saw it: what `limits.per_ip` counts for calls
+    /// without a gateway key. `None` for a library caller.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl CallContext {

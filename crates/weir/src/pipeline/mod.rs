@@ -3,7 +3,8 @@
 //! ```text
 //! CallContext (request id, principal, model, priority, deadline, cache directives, tags)
 //!   -> CallHook::on_request           middleware: change the request, tag, or refuse
-//!   -> Admission::reserve             budgets, token-rate limits (refusal: a typed 4xx)
+//!   -> Admission::reserve             budgets, rate limits (refusal: a typed 4xx); the call
+//!                                     keeps the tightest Quota they report
 //!   -> cache / single-flight          a hit or a shared answer ends here, at no cost
 //!   -> engine                         routing, breakers, key pools, retries, hedges;
 //!                                     AttemptObserver sees every attempt
@@ -20,12 +21,14 @@ pub(crate) mod call;
 mod context;
 mod event;
 pub(crate) mod meter;
+mod quota;
 mod seams;
 
 pub use context::{CallContext, Principal, Tags};
 pub use event::{CacheOutcome, Latencies, Operation, Outcome, RouteTaken, Tokens, UsageEvent};
+pub use quota::{LimitKind, LimitScope, Quota};
 pub(crate) use seams::Seams;
 pub use seams::{
-    Admission, AdmissionRequest, AttemptInfo, AttemptObserver, AttemptOutcome, CallHook,
+    Admission, AdmissionRequest, Admitted, AttemptInfo, AttemptObserver, AttemptOutcome, CallHook,
     CallRequest, ChannelSink, Reservation, UsageSink, rejected,
 };

@@ -18,7 +18,7 @@ use weir_types::anthropic::MessagesRequest;
 use weir_types::chat::ChatRequest;
 use weir_types::embeddings::EmbeddingsRequest;
 
-use super::{CallContext, Operation, UsageEvent};
+use super::{CallContext, Operation, Quota, UsageEvent};
 use crate::client::ResponseMeta;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -47,17 +47,38 @@ pub struct AdmissionRequest<'a> {
 /// an id): anything the admission needs, opaque to the pipeline.
 pub type Reservation = Box<dyn std::any::Any + Send + Sync>;
 
+/// What an [`Admission`] returns for an admitted call.
+#[derive(Debug)]
+pub struct Admitted {
+    /// What to settle (or release) later.
+    pub reservation: Reservation,
+    /// Where the call stands against the admission's tightest limit, if it has limits: the
+    /// call keeps the tightest of its admissions' quotas for its answer's metadata.
+    pub quota: Option<Quota>,
+}
+
+impl Admitted {
+    /// Admitted with this reservation, reporting no quota.
+    pub fn new(reservation: Reservation) -> Self {
+        Self {
+            reservation,
+            quota: None,
+        }
+    }
+}
+
 /// Decides whether a call may go ahead, before any routing, and settles what it reserved
 /// once the call's real usage is known: budgets, token-rate limits, access rules.
 ///
-/// Contract: `reserve` either admits (returning what to settle later) or refuses with an
-/// error that says why and what to do ([`Error::Rejected`] with a 4xx status). Every
+/// Contract: `reserve` either admits (returning what to settle later, and optionally the
+/// [`Quota`] the call leaves) or refuses with an error that says why and what to do
+/// ([`Error::Rejected`] with a 4xx status, its `quota` the limit that refused). Every
 /// admitted call is settled exactly once, with its [`UsageEvent`], however it ends (a failed
 /// call settles with zero usage, a dropped stream with what it used). A call refused by a
 /// later admission is `release`d by the earlier ones instead.
 #[async_trait]
 pub trait Admission: Send + Sync + Debug {
-    async fn reserve(&self, request: &AdmissionRequest<'_>) -> Result<Reservation>;
+    async fn reserve(&self, request: &AdmissionRequest<'_>) -> Result<Admitted>;
     fn settle(&self, reservation: Reservation, event: &UsageEvent);
     /// The call never started (another admission refused it): undo the reservation.
     fn release(&self, reservation: Reservation);
@@ -189,12 +210,14 @@ impl UsageSink for ChannelSink {
     }
 }
 
-/// Refusal helper for admissions and hooks: a 4xx [`Error::Rejected`].
+/// Refusal helper for admissions and hooks: a 4xx [`Error::Rejected`], with no retry hint
+/// and no quota (set them on the error when there are some).
 pub fn rejected(status: u16, code: &'static str, message: impl Into<String>) -> Error {
     Error::Rejected {
         status,
         code,
         message: message.into(),
         retry_after: None,
+        quota: None,
     }
 }

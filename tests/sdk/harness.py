@@ -433,6 +433,8 @@ class Gateway:
         # The CLI's default persistent cache tier lives in the user's cache dir: keep test
         # runs out of it (and out of each other's way).
         env.setdefault("WEIR_CACHE_DIR", str(self.workdir / "cache"))
+        # Likewise its default key store, in the user's data dir.
+        env.setdefault("WEIR_DATA_DIR", str(self.workdir / "data"))
         last_error = ""
         for _attempt in range(3):  # a freshly picked port can be taken before weir binds it
             self.port = free_port()

@@ -39,6 +39,96 @@ pub enum Command {
     /// Inspect or clear the response cache's persistent tiers (SQLite, Redis).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Manage stored gateway keys on a running gateway (its admin API, /admin/keys).
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        env = "WEIR_URL",
+        default_value = "http://127.0.0.1:4100",
+        global = true
+    )]
+    pub url: String,
+    /// The gateway's admin key (server.admin_key); not needed on loopback when none is set.
+    #[arg(long, env = "WEIR_ADMIN_KEY", hide_env_values = true, global = true)]
+    pub admin_key: Option<String>,
+    /// Print the admin API's JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (shown this once; only its hash is stored).
+    Create(KeyFields),
+    /// List every key (revoked ones included), without secrets.
+    List,
+    /// Show one key.
+    Show { id: String },
+    /// Change a key's settings.
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: KeyFields,
+        /// Let the key use every model again.
+        #[arg(long, conflicts_with = "models")]
+        all_models: bool,
+        /// Remove the key's own rate limits (the configured per-key defaults apply).
+        #[arg(long, conflicts_with_all = ["rpm", "tpm"])]
+        no_limits: bool,
+        /// Remove the key's expiry.
+        #[arg(long, conflicts_with = "expires_in")]
+        no_expiry: bool,
+        /// Enable a disabled key.
+        #[arg(long, conflicts_with = "disabled")]
+        enable: bool,
+    },
+    /// Revoke a key: it stops working on every replica within a second.
+    Revoke { id: String },
+    /// Give a key a new secret (printed once); the old one stops working at once.
+    Rotate { id: String },
+}
+
+/// A key's settings, for create and update.
+#[derive(Debug, Args, Default)]
+pub struct KeyFields {
+    /// A name to tell the key by (required to create).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The user its calls are attributed to.
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub team: Option<String>,
+    #[arg(long)]
+    pub project: Option<String>,
+    /// A model pattern the key may use (repeat; `openai/*` wildcards). None: every model.
+    #[arg(long = "model", value_name = "PATTERN")]
+    pub models: Vec<String>,
+    /// Requests per minute.
+    #[arg(long)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute.
+    #[arg(long)]
+    pub tpm: Option<u64>,
+    /// Let requests name their end user (OpenAI's `user` field, or x-weir-user).
+    #[arg(long)]
+    pub allow_user_override: bool,
+    /// Expire after this long: `30d`, `12h`.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    /// Create or set the key disabled.
+    #[arg(long)]
+    pub disabled: bool,
+    /// Metadata as key=value (repeat).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@
 
 mod chat;
 mod cli;
+mod keys;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -47,8 +48,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Keys(args) => keys::run(args).await,
         Command::Serve(args) => {
-            let mut config = with_persistent_cache(load_config(cli.config.as_deref())?);
+            let mut config =
+                with_data_dir(with_persistent_cache(load_config(cli.config.as_deref())?));
             if let Some(listen) = args.listen {
                 config.server.listen = listen;
             }
@@ -151,6 +154,40 @@ fn with_persistent_cache(mut config: weir::Config) -> weir::Config {
             dir = %dir.display(),
             error = %e,
             "cannot create the cache directory: answers are cached in memory only (set WEIR_CACHE_DIR)"
+        ),
+    }
+    config
+}
+
+/// The gateway's default store: SQLite in the user's data directory, so keys created with
+/// `weir keys` survive restarts. Applies when the config names no store (`store.sqlite` or
+/// `store.postgres`). The directory is `$WEIR_DATA_DIR` (empty or `off`: no store, only the
+/// configured static keys), else `$XDG_DATA_HOME/weir`, else `~/.local/share/weir`. Kept
+/// apart from the cache directory: a cache may be wiped at any time, keys may not.
+fn with_data_dir(mut config: weir::Config) -> weir::Config {
+    let store = &mut config.store;
+    if store.sqlite.is_some() || store.postgres.is_some() {
+        return config;
+    }
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    let dir = match std::env::var_os("WEIR_DATA_DIR") {
+        Some(v) if v.is_empty() || v == "off" => return config,
+        Some(v) => std::path::PathBuf::from(v),
+        None => match (env("XDG_DATA_HOME"), env("HOME")) {
+            (Some(xdg), _) => std::path::PathBuf::from(xdg).join("weir"),
+            (None, Some(home)) => std::path::PathBuf::from(home)
+                .join(".local")
+                .join("share")
+                .join("weir"),
+            (None, None) => return config,
+        },
+    };
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => store.sqlite = Some(dir.join("weir.sqlite3")),
+        Err(e) => tracing::warn!(
+            dir = %dir.display(),
+            error = %e,
+            "cannot create the data directory: no stored gateway keys (set WEIR_DATA_DIR)"
         ),
     }
     config

@@ -42,6 +42,9 @@ pub struct ApiError {
     pub param: Option<String>,
     pub code: Option<&'static str>,
     pub retry_after: Option<Duration>,
+    /// The inbound limit that refused the call: sent as the `X-RateLimit-*` headers. Boxed:
+    /// few errors have one, and every error would otherwise carry its size.
+    pub quota: Option<Box<weir::pipeline::Quota>>,
     pub flavor: Flavor,
     /// Close the connection after this answer: set when answering before the request body was
     /// read, since the unread body would otherwise be parsed as the next request.
@@ -57,6 +60,7 @@ impl ApiError {
             param: None,
             code: None,
             retry_after: None,
+            quota: None,
             flavor: Flavor::OpenAi,
             close: false,
         }
@@ -127,6 +131,10 @@ impl ApiError {
             param,
             code,
             retry_after: err.retry_after(),
+            quota: match err {
+                Error::Rejected { quota, .. } => quota.map(Box::new),
+                _ => None,
+            },
             flavor,
             close: false,
         }
@@ -165,6 +173,9 @@ impl IntoResponse for ApiError {
         );
         if self.close {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(quota) = &self.quota {
+            crate::routes::quota_headers(headers, quota);
         }
         if let Some(wait) = self.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

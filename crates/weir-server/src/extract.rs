@@ -119,7 +119,8 @@ mod http_body_util_limit {
     pub use http_body_util::LengthLimitError;
 }
 
-/// The call context of a request, for handlers: its id, its authenticated principal, and the
+/// The call context of a request, for handlers: its id, its authenticated principal (and the
+/// end user the request names, when its key allows that), the client's address, and the
 /// directives its headers carry (see [`crate::routes::call_context`]), plus when the request
 /// arrived. A header weir cannot read (a malformed `x-weir-cache-ttl`) is a 400 in the
 /// route's error shape.
@@ -127,7 +128,26 @@ mod http_body_util_limit {
 pub struct Context {
     pub call: weir::CallContext,
     pub started: std::time::Instant,
+    /// Whether the body's own end-user field (OpenAI's `user`) may set the call's user; the
+    /// `x-weir-user` header, applied here, wins over it.
+    pub may_name_user: bool,
 }
+
+impl Context {
+    /// Attribute the call to the end user the request body names, when the key allows it and
+    /// no `x-weir-user` header named one already.
+    pub fn name_user(&mut self, user: Option<&str>) {
+        if let Some(user) = user.map(str::trim).filter(|u| !u.is_empty())
+            && self.may_name_user
+        {
+            self.call.principal.user = Some(user.to_owned());
+            // Only the first naming counts: the header, when there was one.
+            self.may_name_user = false;
+        }
+    }
+}
+
+static X_WEIR_USER: axum::http::HeaderName = axum::http::HeaderName::from_static("x-weir-user");
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
     type Rejection = ApiError;
@@ -143,13 +163,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Context {
             .remove::<crate::layers::RequestId>()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
-        let principal = parts
+        let caller = parts
             .extensions
-            .remove::<weir::Principal>()
+            .remove::<crate::layers::Caller>()
             .unwrap_or_default();
         let anthropic = parts.uri.path().starts_with("/v1/messages");
-        let call = crate::routes::call_context(request_id, principal, &parts.headers, anthropic)
-            .map_err(|e| e.flavor(Flavor::for_path(parts.uri.path())))?;
-        Ok(Self { call, started })
+        let mut call =
+            crate::routes::call_context(request_id, caller.principal, &parts.headers, anthropic)
+                .map_err(|e| e.flavor(Flavor::for_path(parts.uri.path())))?;
+        call.client_ip = parts
+            .extensions
+            .get::<crate::layers::PeerAddr>()
+            .map(|peer| peer.0.ip());
+        let mut context = Self {
+            call,
+            started,
+            may_name_user: caller.may_name_user,
+        };
+        let header_user = parts
+            .headers
+            .get(&X_WEIR_USER)
+            .and_then(|v| v.to_str().ok());
+        context.name_user(header_user);
+        Ok(context)
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod layers;
 pub mod routes;
 pub mod sse;
@@ -54,13 +55,34 @@ pub enum ServeError {
     },
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] weir_store::StoreError),
+}
+
+/// Where the gateway's state lives: Postgres when configured (shared by replicas), else the
+/// SQLite file, else nowhere (static keys only).
+pub fn store_location(store: &weir::config::StoreConfig) -> Option<weir_store::StoreLocation> {
+    use secrecy::ExposeSecret;
+    match (&store.postgres, &store.sqlite) {
+        (Some(url), _) => Some(weir_store::StoreLocation::Postgres(
+            url.expose_secret().to_owned(),
+        )),
+        (None, Some(path)) => Some(weir_store::StoreLocation::Sqlite(path.clone())),
+        (None, None) => None,
+    }
 }
 
 /// The whole application, ready for `oneshot` in tests or for [`Server`]: the routes behind
-/// the gateway's layers, with the configured gateway keys.
+/// the gateway's layers, with the stored gateway keys when the state has a key store, else
+/// the configured static ones.
 pub fn router(state: AppState) -> Gateway {
-    let keys = layers::StaticKeys::new(&state.client.config().server.api_keys);
-    router_with(state, std::sync::Arc::new(keys))
+    let authenticator: std::sync::Arc<dyn layers::Authenticator> = match &state.keys {
+        Some(keys) => std::sync::Arc::new(std::sync::Arc::clone(keys)),
+        None => std::sync::Arc::new(layers::StaticKeys::new(
+            &state.client.config().server.api_keys,
+        )),
+    };
+    router_with(state, authenticator)
 }
 
 /// [`router`] with another [`layers::Authenticator`].
@@ -68,6 +90,7 @@ pub fn router_with(
     state: AppState,
     authenticator: std::sync::Arc<dyn layers::Authenticator>,
 ) -> Gateway {
+    let admin = layers::AdminAccess::new(state.client.config().server.admin_key.clone());
     let routes = Router::new()
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/chat/completions", post(routes::chat::completions))
@@ -83,6 +106,18 @@ pub fn router_with(
         .route("/ready", get(routes::ops::ready))
         .route("/status", get(routes::ops::status))
         .route("/admin/circuits/reset", post(routes::admin::reset_circuits))
+        .route(
+            "/admin/keys",
+            post(routes::keys::create).get(routes::keys::list),
+        )
+        .route(
+            "/admin/keys/{id}",
+            get(routes::keys::show)
+                .patch(routes::keys::update)
+                .delete(routes::keys::revoke),
+        )
+        .route("/admin/keys/{id}/revoke", post(routes::keys::revoke))
+        .route("/admin/keys/{id}/rotate", post(routes::keys::rotate))
         .route("/cache/stats", get(routes::admin::cache_stats))
         .route("/cache", axum::routing::delete(routes::admin::clear_cache))
         .fallback(not_found)
@@ -90,7 +125,7 @@ pub fn router_with(
         // Bodies are read by our own extractor, with the configured limit and our error
         // shape, so axum's default body limit never applies.
         .with_state(state);
-    layers::gateway(routes, authenticator)
+    layers::gateway(routes, authenticator, admin)
 }
 
 async fn not_found(req: axum::extract::Request) -> axum::response::Response {
@@ -135,23 +170,43 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Build the client and bind the configured address. With no gateway keys, a non-loopback
+    /// Build the client, open the key store (when the config names one) and bind the
+    /// configured address. With no gateway keys (configured or stored), a non-loopback
     /// address is refused in favour of 127.0.0.1 on the same port: an open proxy to paid APIs
     /// must be a decision, made by configuring keys.
     pub async fn bind(config: weir::Config) -> Result<Self, ServeError> {
         let mut addr = config.server.listen;
         let grace = config.server.shutdown_grace;
-        if config.server.api_keys.is_empty() && !addr.ip().is_loopback() {
+        let statics = layers::StaticKeys::new(&config.server.api_keys);
+        let keys = match store_location(&config.store) {
+            Some(location) => {
+                let store = weir_store::open(&location).await?;
+                Some(keys::KeyAuthority::start(store, statics).await?)
+            }
+            None => None,
+        };
+        let keyed = keys
+            .as_ref()
+            .map_or(!config.server.api_keys.is_empty(), |k| k.keys_required());
+        if !keyed && !addr.ip().is_loopback() {
             tracing::warn!(
                 requested = %addr,
-                "no gateway keys configured (server.api_keys / WEIR_API_KEYS): listening on loopback only"
+                "no gateway keys configured (server.api_keys / WEIR_API_KEYS, or weir keys create): listening on loopback only"
             );
             addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
         }
         // The tokenizer is built by the key pools, once a key's token window is half used
         // (requests reserve a cheap upper bound until then).
-        let client = weir::Client::builder(config).build_async().await?;
-        let state = AppState::new(client);
+        let mut builder = weir::Client::builder(config);
+        if keys.is_some() {
+            // Stored keys carry their own limits, whatever the config sets.
+            builder = builder.with_inbound_limits();
+        }
+        let client = builder.build_async().await?;
+        let mut state = AppState::new(client);
+        if let Some(keys) = keys {
+            state = state.with_keys(keys);
+        }
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|reason| ServeError::Bind { addr, reason })?;
@@ -187,7 +242,8 @@ impl Server {
         let graceful = token.clone();
         // One finished router, shared: `axum::serve` on a bare `Router` rebuilds its route
         // table for every connection (about 4.6 KB each, held for the connection's life).
-        let server = axum::serve(listener, tower::make::Shared::new(app))
+        // Each connection's clone stamps its requests with the client's address.
+        let server = axum::serve(listener, layers::PerConnection::new(app))
             .with_graceful_shutdown(async move { graceful.cancelled().await });
         let deadline = async {
             token.cancelled().await;
@@ -201,16 +257,23 @@ impl Server {
             r = server => r?,
             () = deadline => tracing::warn!("grace period over; closing remaining connections"),
         }
-        // Cache writes still on their way to the shared or persistent tier.
+        // Cache writes still on their way to the shared or persistent tier, and keys' last
+        // use.
         self.state.client.flush_cache().await;
+        if let Some(keys) = &self.state.keys {
+            keys.flush().await;
+        }
         Ok(())
     }
 }
 
 /// Run the gateway until SIGINT or SIGTERM.
 pub async fn serve(config: weir::Config) -> Result<(), ServeError> {
-    let auth = !config.server.api_keys.is_empty();
     let server = Server::bind(config).await?;
+    let auth = server.state.keys.as_ref().map_or(
+        !server.state.client.config().server.api_keys.is_empty(),
+        |k| k.keys_required(),
+    );
     let addr = server.local_addr()?;
     let providers: Vec<String> = server
         .state

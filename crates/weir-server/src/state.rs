@@ -1,4 +1,8 @@
-//! What every handler shares: the client and the server settings.
+//! What every handler shares: the client, the key authority and the server settings.
+
+use std::sync::Arc;
+
+use crate::keys::KeyAuthority;
 
 /// Shared state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -6,6 +10,8 @@ pub struct AppState {
     pub client: weir::Client,
     pub body_limit: usize,
     pub log_bodies: bool,
+    /// Stored gateway keys, when the gateway has a store.
+    pub keys: Option<Arc<KeyAuthority>>,
 }
 
 impl AppState {
@@ -14,7 +20,14 @@ impl AppState {
         Self {
             body_limit: server.body_limit,
             log_bodies: server.log_bodies,
+            keys: None,
             client,
         }
+    }
+
+    /// With stored keys (which also answer for the configured static keys).
+    pub fn with_keys(mut self, keys: Arc<KeyAuthority>) -> Self {
+        self.keys = Some(keys);
+        self
     }
 }

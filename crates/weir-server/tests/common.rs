@@ -58,6 +58,10 @@ impl Gateway {
         self.http.get(self.url(path))
     }
 
+    pub fn patch(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.patch(self.url(path))
+    }
+
     /// Signal shutdown; returns the server task to await.
     pub fn shutdown(&mut self) -> tokio::task::JoinHandle<()> {
         if let Some(tx) = self.stop.take() {

@@ -50,7 +50,8 @@ pub use error::{StoreError, StoreResult};
 pub use keys::{KeyHash, KeyLimits, KeyLimitsUpdate, KeyRecord, KeyStore, KeyUpdate, NewKey};
 pub use postgres::PostgresStore;
 pub use secret::{
-    KeyHasher, generate_key, generate_key_id, key_hint, try_generate_key, try_generate_key_id,
+    KEY_PREFIX, KeyHasher, generate_key, generate_key_id, key_hint, try_generate_key,
+    try_generate_key_id,
 };
 pub use sqlite::SqliteStore;
 

@@ -104,7 +104,10 @@ mod tests {
         let openai = vec!["openai/*".to_owned()];
         assert!(may_use(&c, &openai, "openai/gpt-4o"));
         assert!(may_use(&c, &openai, "fast"));
-        assert!(!may_use(&c, &openai, "mixed"), "one deployment is not openai");
+        assert!(
+            !may_use(&c, &openai, "mixed"),
+            "one deployment is not openai"
+        );
         assert!(!may_use(&c, &openai, "anthropic/claude-sonnet-4"));
         assert!(may_use(&c, &["mixed".to_owned()], "mixed"));
         assert!(!may_use(&c, &[], "fast"), "an empty list allows nothing");

@@ -19,6 +19,9 @@ pub fn weir() -> Command {
         "WEIR_CONFIG",
         "WEIR_LISTEN",
         "WEIR_API_KEYS",
+        "WEIR_ADMIN_KEY",
+        "WEIR_POSTGRES_URL",
+        "WEIR_REDIS_URL",
         "LLM_PROVIDER",
         "LLM_FORCE_MOCK",
         "LLM_MAX_RETRIES",
@@ -28,6 +31,8 @@ pub fn weir() -> Command {
     }
     // No persistent cache tier unless a test asks for one: runs must not see each other.
     cmd.env("WEIR_CACHE_DIR", "off");
+    // Nor a key store in the user's data directory.
+    cmd.env("WEIR_DATA_DIR", "off");
     cmd
 }
 

@@ -1,20 +1,25 @@
 //! Authentication: who is calling, decided by an [`Authenticator`] before any route runs.
 //!
-//! The authenticator sees the request's head and answers with a [`weir::Principal`] (put on
-//! the request for the handlers' call context) or a refusal (a 401 in the route's error
-//! shape). It may answer at once ([`AuthDecision::Ready`], as the configured static keys do,
-//! at no allocation) or later ([`AuthDecision::Pending`], for keys that live in a store).
-//! Health probes (`/health`, `/ready`) are never asked for a key, so orchestrators can check
-//! liveness without secrets.
+//! The authenticator sees the request's head and answers with a [`Caller`] (put on the
+//! request for the handlers' call context) or a refusal (a 401 in the route's error shape).
+//! It may answer at once ([`AuthDecision::Ready`], as the configured static keys do, at no
+//! allocation) or later ([`AuthDecision::Pending`], for a key seen for the first time, looked
+//! up in the store). Health probes (`/health`, `/ready`) are never asked for a key, so
+//! orchestrators can check liveness without secrets.
+//!
+//! Admin routes (`/admin/*`, and `DELETE /cache`) are not for API keys: [`AdminAccess`] guards
+//! them with the admin key (`server.admin_key`), or, without one, lets in loopback clients
+//! only.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
@@ -27,15 +32,68 @@ use crate::error::{ApiError, Flavor};
 /// Why a request was refused: said to the client, so never a secret.
 #[derive(Debug, Clone)]
 pub struct Refusal {
+    /// 401 for a key that is missing or not valid; 403 for admin routes refused to a client;
+    /// 503 when the key store cannot answer.
+    pub status: StatusCode,
     pub message: String,
 }
+
+impl Refusal {
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+        }
+    }
+
+    pub fn missing() -> Self {
+        Self::unauthorized(
+            "missing gateway API key: send Authorization: Bearer <key> or x-api-key: <key>",
+        )
+    }
+}
+
+/// Who a request comes from, as authentication established it.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub principal: Principal,
+    /// Whether the request may name its own end user (OpenAI's `user` field, or the
+    /// `x-weir-user` header), for attribution and per-user limits. Stored keys allow it only
+    /// when set to; an open gateway and the configured static keys trust their callers.
+    pub may_name_user: bool,
+}
+
+impl Caller {
+    /// A caller of a gateway without keys.
+    pub fn open() -> Self {
+        Self {
+            principal: Principal::default(),
+            may_name_user: true,
+        }
+    }
+
+    /// A caller presenting one of the configured static keys.
+    pub fn static_key(tenant: &str) -> Self {
+        Self {
+            principal: Principal {
+                tenant: Some(tenant.to_owned()),
+                ..Principal::default()
+            },
+            may_name_user: true,
+        }
+    }
+}
+
+/// The client's address, as the listener saw it (put on each request by the server).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// An authenticator's answer.
 pub enum AuthDecision {
     /// Decided now: the caller, or why not.
-    Ready(Result<Principal, Refusal>),
+    Ready(Result<Caller, Refusal>),
     /// Decided later (a store lookup).
-    Pending(BoxFuture<'static, Result<Principal, Refusal>>),
+    Pending(BoxFuture<'static, Result<Caller, Refusal>>),
 }
 
 /// Decides who a request comes from. See the module docs.
@@ -113,31 +171,96 @@ impl StaticKeys {
 impl Authenticator for StaticKeys {
     fn authenticate(&self, request: &Parts) -> AuthDecision {
         if self.keys.is_empty() {
-            return AuthDecision::Ready(Ok(Principal::default()));
+            return AuthDecision::Ready(Ok(Caller::open()));
         }
         AuthDecision::Ready(match presented_key(request).map(|k| self.tenant_of(k)) {
-            Some(Some(tenant)) => Ok(Principal {
-                tenant: Some(tenant.to_owned()),
-                ..Principal::default()
-            }),
-            Some(None) => Err(Refusal {
-                message: "invalid gateway API key: check the key your client sends (Authorization: Bearer ... or x-api-key)".into(),
-            }),
-            None => Err(Refusal {
-                message: "missing gateway API key: send Authorization: Bearer <key> or x-api-key: <key>".into(),
-            }),
+            Some(Some(tenant)) => Ok(Caller::static_key(tenant)),
+            Some(None) => Err(Refusal::unauthorized(
+                "invalid gateway API key: check the key your client sends (Authorization: Bearer ... or x-api-key)",
+            )),
+            None => Err(Refusal::missing()),
         })
+    }
+}
+
+/// Who may use the admin routes: holders of the admin key, or, when none is configured,
+/// clients on loopback only.
+#[derive(Clone, Default)]
+pub struct AdminAccess {
+    key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = if self.key.is_some() {
+            "configured"
+        } else {
+            "none: loopback only"
+        };
+        f.debug_struct("AdminAccess").field("key", &key).finish()
+    }
+}
+
+impl AdminAccess {
+    pub fn new(key: Option<SecretString>) -> Self {
+        Self { key }
+    }
+
+    /// Whether a route is an admin route.
+    pub fn guards(method: &Method, path: &str) -> bool {
+        path == "/admin"
+            || path.starts_with("/admin/")
+            || (path == "/cache" && method == Method::DELETE)
+    }
+
+    /// Let the request in, or say why not. A request with no peer address came from inside the
+    /// process (a test, or a program embedding the router), not from the network.
+    pub fn check(&self, request: &Parts) -> Result<(), Refusal> {
+        match &self.key {
+            Some(key) => match presented_key(request) {
+                Some(presented)
+                    if bool::from(key.expose_secret().as_bytes().ct_eq(presented.as_bytes())) =>
+                {
+                    Ok(())
+                }
+                Some(_) => Err(Refusal::unauthorized(
+                    "invalid admin key: admin routes need the key set in server.admin_key                      (WEIR_ADMIN_KEY), sent as Authorization: Bearer <key>",
+                )),
+                None => Err(Refusal::unauthorized(
+                    "missing admin key: send the key set in server.admin_key (WEIR_ADMIN_KEY) as                      Authorization: Bearer <key>",
+                )),
+            },
+            None => {
+                let loopback = request
+                    .extensions
+                    .get::<PeerAddr>()
+                    .is_none_or(|peer| peer.0.ip().is_loopback());
+                if loopback {
+                    Ok(())
+                } else {
+                    Err(Refusal {
+                        status: StatusCode::FORBIDDEN,
+                        message: "admin routes answer only to clients on this machine unless an                                   admin key is set: set server.admin_key (WEIR_ADMIN_KEY) and send                                   it as Authorization: Bearer <key>"
+                            .into(),
+                    })
+                }
+            }
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct AuthLayer {
     authenticator: Arc<dyn Authenticator>,
+    admin: AdminAccess,
 }
 
 impl AuthLayer {
-    pub fn new(authenticator: Arc<dyn Authenticator>) -> Self {
-        Self { authenticator }
+    pub fn new(authenticator: Arc<dyn Authenticator>, admin: AdminAccess) -> Self {
+        Self {
+            authenticator,
+            admin,
+        }
     }
 }
 
@@ -147,6 +270,7 @@ impl<S> Layer<S> for AuthLayer {
         Authenticate {
             inner,
             authenticator: Arc::clone(&self.authenticator),
+            admin: self.admin.clone(),
         }
     }
 }
@@ -155,6 +279,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Authenticate<S> {
     inner: S,
     authenticator: Arc<dyn Authenticator>,
+    admin: AdminAccess,
 }
 
 impl<S> std::fmt::Debug for Authenticate<S> {
@@ -164,15 +289,16 @@ impl<S> std::fmt::Debug for Authenticate<S> {
 }
 
 fn refused(refusal: Refusal, path: &str) -> Response {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "authentication_error",
-        refusal.message,
-    )
-    .with_code("invalid_api_key")
-    .flavor(Flavor::for_path(path))
-    .closing()
-    .into_response()
+    let (kind, code) = match refusal.status {
+        StatusCode::UNAUTHORIZED => ("authentication_error", Some("invalid_api_key")),
+        StatusCode::FORBIDDEN => ("permission_error", None),
+        _ => ("api_error", None),
+    };
+    let mut error = ApiError::new(refusal.status, kind, refusal.message)
+        .flavor(Flavor::for_path(path))
+        .closing();
+    error.code = code;
+    error.into_response()
 }
 
 impl<S> Service<Request> for Authenticate<S>
@@ -194,9 +320,15 @@ where
             return AuthFuture::Inner(self.inner.call(req));
         }
         let (mut parts, body) = req.into_parts();
+        if AdminAccess::guards(&parts.method, parts.uri.path()) {
+            return match self.admin.check(&parts) {
+                Ok(()) => AuthFuture::Inner(self.inner.call(Request::from_parts(parts, body))),
+                Err(refusal) => AuthFuture::Refused(Some(refused(refusal, parts.uri.path()))),
+            };
+        }
         match self.authenticator.authenticate(&parts) {
-            AuthDecision::Ready(Ok(principal)) => {
-                parts.extensions.insert(principal);
+            AuthDecision::Ready(Ok(caller)) => {
+                parts.extensions.insert(caller);
                 AuthFuture::Inner(self.inner.call(Request::from_parts(parts, body)))
             }
             AuthDecision::Ready(Err(refusal)) => {
@@ -222,8 +354,8 @@ pub enum AuthFuture<S, F> {
 }
 
 pub struct Deciding<S> {
-    decision: BoxFuture<'static, Result<Principal, Refusal>>,
-    decided: Option<Result<Principal, Refusal>>,
+    decision: BoxFuture<'static, Result<Caller, Refusal>>,
+    decided: Option<Result<Caller, Refusal>>,
     request: Option<(Parts, axum::body::Body)>,
     inner: S,
 }
@@ -259,8 +391,8 @@ where
                         return Poll::Ready(Ok(Response::default()));
                     };
                     match decided {
-                        Ok(principal) => {
-                            parts.extensions.insert(principal);
+                        Ok(caller) => {
+                            parts.extensions.insert(caller);
                             Self::Inner(inner.call(Request::from_parts(parts, body)))
                         }
                         Err(refusal) => Self::Refused(Some(refused(refusal, parts.uri.path()))),

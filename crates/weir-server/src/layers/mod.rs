@@ -16,22 +16,31 @@
 pub mod access_log;
 pub mod auth;
 pub mod panic;
+pub mod peer;
 pub mod request_id;
 
 use axum::Router;
 use tower::Layer;
 
 pub use access_log::{AccessLog, AccessLogLayer, LogFields};
-pub use auth::{AuthDecision, AuthLayer, Authenticate, Authenticator, StaticKeys};
+pub use auth::{
+    AdminAccess, AuthDecision, AuthLayer, Authenticate, Authenticator, Caller, PeerAddr, Refusal,
+    StaticKeys,
+};
 pub use panic::{CatchPanic, CatchPanicLayer};
+pub use peer::{PerConnection, WithPeer};
 pub use request_id::{RequestId, RequestIdLayer, WithRequestId};
 
 /// The whole gateway service: `routes` inside every layer, in the documented order.
 pub type Gateway = WithRequestId<AccessLog<CatchPanic<Authenticate<Router>>>>;
 
 /// Wrap the finished router in the gateway's layers.
-pub fn gateway(routes: Router, authenticator: std::sync::Arc<dyn Authenticator>) -> Gateway {
-    let service = AuthLayer::new(authenticator).layer(routes);
+pub fn gateway(
+    routes: Router,
+    authenticator: std::sync::Arc<dyn Authenticator>,
+    admin: AdminAccess,
+) -> Gateway {
+    let service = AuthLayer::new(authenticator, admin).layer(routes);
     let service = CatchPanicLayer.layer(service);
     let service = AccessLogLayer.layer(service);
     RequestIdLayer.layer(service)

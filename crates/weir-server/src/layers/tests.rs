@@ -35,13 +35,15 @@ mod static_tests {
             .route("/boom", get(boom))
             .route(
                 "/who",
-                get(
-                    |axum::Extension(p): axum::Extension<weir::Principal>| async move {
-                        p.tenant.unwrap_or_default()
-                    },
-                ),
+                get(|axum::Extension(c): axum::Extension<Caller>| async move {
+                    c.principal.tenant.unwrap_or_default()
+                }),
             );
-        crate::layers::gateway(routes, Arc::new(StaticKeys::new(&keys)))
+        crate::layers::gateway(
+            routes,
+            Arc::new(StaticKeys::new(&keys)),
+            AdminAccess::default(),
+        )
     }
 
     async fn boom() -> &'static str {
@@ -172,13 +174,14 @@ mod pending_tests {
                 async move {
                     tokio::task::yield_now().await;
                     match key.as_deref() {
-                        Some("good") => Ok(weir::Principal {
-                            user: Some("alice".into()),
-                            ..weir::Principal::default()
+                        Some("good") => Ok(Caller {
+                            principal: weir::Principal {
+                                user: Some("alice".into()),
+                                ..weir::Principal::default()
+                            },
+                            may_name_user: false,
                         }),
-                        _ => Err(auth::Refusal {
-                            message: "unknown key".into(),
-                        }),
+                        _ => Err(auth::Refusal::unauthorized("unknown key")),
                     }
                 }
                 .boxed(),
@@ -190,13 +193,11 @@ mod pending_tests {
     async fn an_authenticator_that_decides_later_admits_and_refuses() {
         let routes = Router::new().route(
             "/who",
-            get(
-                |axum::Extension(p): axum::Extension<weir::Principal>| async move {
-                    p.user.unwrap_or_default()
-                },
-            ),
+            get(|axum::Extension(c): axum::Extension<Caller>| async move {
+                c.principal.user.unwrap_or_default()
+            }),
         );
-        let gw = crate::layers::gateway(routes, Arc::new(Slow));
+        let gw = crate::layers::gateway(routes, Arc::new(Slow), AdminAccess::default());
         let req = |key: &str| {
             Request::get("/who")
                 .header("authorization", format!("Bearer {key}"))
@@ -268,7 +269,11 @@ mod cancelled_tests {
             .unwrap();
         runtime.block_on(async {
             let routes = Router::new().route("/slow", get(futures::future::pending::<String>));
-            let gw = crate::layers::gateway(routes, Arc::new(StaticKeys::new(&[])));
+            let gw = crate::layers::gateway(
+                routes,
+                Arc::new(StaticKeys::new(&[])),
+                AdminAccess::default(),
+            );
             let req = Request::get("/slow")
                 .header("x-request-id", "gone-early")
                 .body(Body::empty())

@@ -14,9 +14,11 @@ use crate::state::AppState;
 
 pub async fn completions(
     State(state): State<AppState>,
-    Context { call, started }: Context,
+    mut context: Context,
     JsonBody(req): JsonBody<ChatRequest>,
 ) -> Response {
+    context.name_user(req.user.as_deref());
+    let Context { call, started, .. } = context;
     if state.log_bodies {
         tracing::debug!(request_id = %call.request_id, body = ?req, "chat request body");
     }

@@ -11,9 +11,11 @@ use crate::state::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
-    Context { call, started }: Context,
+    mut context: Context,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
 ) -> Response {
+    context.name_user(req.user.as_deref());
+    let Context { call, started, .. } = context;
     let model = req.model.clone();
     match state.client.embed_with(req, call).await {
         Ok(done) => answer(json_response(&done.response), &done.meta, started),

@@ -18,9 +18,11 @@ use crate::state::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
-    Context { call, started }: Context,
+    mut context: Context,
     JsonBody(req): JsonBody<MessagesRequest>,
 ) -> Response {
+    context.name_user(req.metadata.as_ref().and_then(|m| m.user_id.as_deref()));
+    let Context { call, started, .. } = context;
     if state.log_bodies {
         tracing::debug!(request_id = %call.request_id, body = ?req, "messages request body");
     }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod chat;
 pub mod embeddings;
+pub mod keys;
 pub mod messages;
 pub mod models;
 pub mod ops;
@@ -64,8 +65,8 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     } else {
         total.saturating_sub(meta.latency)
     };
-    // Room for all eight up front: growing the map mid-way rehashes what is already there.
-    h.reserve(8);
+    // Room for all eight (and the three rate-limit ones) up front: growing the map mid-way rehashes what is already there.
+    h.reserve(11);
     if let Ok(v) = HeaderValue::from_str(&meta.provider) {
         h.insert(PROVIDER, v);
     }
@@ -84,6 +85,25 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     if let Some(cost) = meta.cost_usd {
         h.insert(COST_USD, decimal_value(cost));
     }
+    if let Some(quota) = &meta.quota {
+        quota_headers(h, quota);
+    }
+}
+
+/// The caller's tightest inbound limit, as web backends' rate limiters send it:
+/// `X-RateLimit-Limit` (the limit's value), `X-RateLimit-Remaining` (what is left of it now)
+/// and `X-RateLimit-Reset` (the Unix time, in seconds, when it is back to full).
+pub fn quota_headers(h: &mut HeaderMap, quota: &weir::pipeline::Quota) {
+    static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+    static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+    static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+    let reset_at = std::time::SystemTime::now() + quota.reset;
+    let reset_secs = reset_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    h.insert(LIMIT.clone(), HeaderValue::from(quota.limit));
+    h.insert(REMAINING.clone(), HeaderValue::from(quota.remaining));
+    h.insert(RESET.clone(), HeaderValue::from(reset_secs));
 }
 
 /// A decimal as plain text (`0`, `0.00042`), written from its digits: `Decimal`'s `Display`

@@ -1,4 +1,8 @@
 //! Operational routes: `/health` (liveness), `/ready` (readiness), `/status` (counters).
+//!
+//! `/ready` is 503 while a cache tier or the inbound limits' store (Redis) does not answer:
+//! requests are still served (as misses; limits per `limits.on_store_error`), but a load
+//! balancer can prefer another instance.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -22,18 +26,29 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .iter()
         .map(|p| p.name.as_str())
         .collect();
+    let limits = state.client.inbound_limits().map(|l| l.health());
+    let limits_down = limits.as_ref().is_some_and(|h| !h.healthy);
     match state.client.cache_ready().await {
-        Ok(()) => json_response(&json!({"status": "ready", "providers": providers})),
-        Err(e) => {
-            let mut res =
-                json_response(&json!({"status": "not ready", "providers": providers, "cache": e}));
+        Ok(()) if !limits_down => {
+            json_response(&json!({"status": "ready", "providers": providers}))
+        }
+        cache => {
+            let mut body = json!({"status": "not ready", "providers": providers});
+            if let Err(e) = cache {
+                body["cache"] = json!(e);
+            }
+            if limits_down {
+                body["limits"] = json!(limits);
+            }
+            let mut res = json_response(&body);
             *res.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
             res
         }
     }
 }
 
-/// Uptime, calls/tokens/cost per model since start, and each upstream key's rate-limit state.
+/// Uptime, calls/tokens/cost per model since start, each upstream key's rate-limit state, the
+/// inbound limiter's store health and the gateway key store.
 pub async fn status(State(state): State<AppState>) -> Response {
     let status = state.client.status();
     json_response(&json!({
@@ -42,5 +57,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "models": status.models,
         "keys": status.keys,
         "deployments": status.deployments,
+        "limits": state.client.inbound_limits().map(|l| l.health()),
+        "gateway_keys": state.keys.as_ref().map(|k| k.status()),
     }))
 }

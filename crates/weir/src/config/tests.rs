@@ -198,7 +198,10 @@ fn store_and_admin_key_come_from_the_file_or_the_environment() {
     )
     .unwrap();
     assert_eq!(c.server.admin_key.as_ref().unwrap().expose_secret(), "adm");
-    assert_eq!(c.store.sqlite.as_deref(), Some(std::path::Path::new("/tmp/weir.db")));
+    assert_eq!(
+        c.store.sqlite.as_deref(),
+        Some(std::path::Path::new("/tmp/weir.db"))
+    );
     assert!(c.store.postgres.is_none());
     let debug = format!("{:?}", c.server);
     assert!(!debug.contains("adm\""), "{debug}");

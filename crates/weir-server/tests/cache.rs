@@ -151,18 +151,16 @@ async fn a_streamed_hit_is_replayed_as_sse() {
 }
 
 #[tokio::test]
-async fn stats_and_clearing_are_admin_routes() {
-    let gw = Gateway::start(KEYS).await;
+async fn stats_need_a_key_and_clearing_the_admin_key() {
+    let gw = Gateway::start(&format!("{KEYS}  admin_key: the-admin\n")).await;
     assert_eq!(gw.get("/cache/stats").send().await.unwrap().status(), 401);
-    assert_eq!(
-        gw.http
-            .delete(gw.url("/cache"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    for key in [None, Some("key-alice")] {
+        let mut clear = gw.http.delete(gw.url("/cache"));
+        if let Some(key) = key {
+            clear = clear.bearer_auth(key);
+        }
+        assert_eq!(clear.send().await.unwrap().status(), 401, "{key:?}");
+    }
 
     ask(&gw, "key-alice", &body("one"), &[]).await;
     ask(&gw, "key-alice", &body("one"), &[]).await;
@@ -186,7 +184,7 @@ async fn stats_and_clearing_are_admin_routes() {
     let res = gw
         .http
         .delete(gw.url("/cache?model=mock/echo"))
-        .bearer_auth("key-alice")
+        .bearer_auth("the-admin")
         .send()
         .await
         .unwrap();

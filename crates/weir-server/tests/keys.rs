@@ -210,7 +210,7 @@ async fn update_rotate_and_clear() {
     let res = gw
         .patch(&format!("/admin/keys/{id}"))
         .bearer_auth(ADMIN)
-        .json(&json!({"user": null, "team": "ads", "limits": {"rpm": null, "tpm": 1000}}))
+        .json(&json!({"user": null, "team": "ads", "limits": {"rpm": null, "tpm": 100000}}))
         .send()
         .await
         .unwrap();
@@ -219,7 +219,7 @@ async fn update_rotate_and_clear() {
     assert!(updated["user"].is_null());
     assert_eq!(updated["team"], "ads");
     assert!(updated["limits"]["rpm"].is_null());
-    assert_eq!(updated["limits"]["tpm"], 1000);
+    assert_eq!(updated["limits"]["tpm"], 100000);
 
     let bad = gw
         .patch(&format!("/admin/keys/{id}"))
@@ -464,4 +464,80 @@ async fn a_keys_own_limit_wins_and_its_calls_carry_the_headers() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-ratelimit-limit"], "100");
     assert_eq!(res.headers()["x-ratelimit-remaining"], "99");
+}
+
+#[tokio::test]
+async fn the_model_list_shows_what_the_key_may_use() {
+    let gw = gateway("model-list", "").await;
+    let key = create(&gw, json!({"name": "lorem", "models": ["mock/lorem"]})).await;
+    let list: Value = gw
+        .get("/v1/models")
+        .bearer_auth(key["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["mock/lorem"]);
+}
+
+#[tokio::test]
+async fn a_dead_redis_lets_calls_through_and_shows_in_status_and_ready() {
+    // A port nothing listens on: Redis is down from the start.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = Gateway::start(&format!(
+        "redis:\n  url: redis://127.0.0.1:{closed}/\nlimits:\n  per_ip: {{ rpm: 1 }}\n"
+    ))
+    .await;
+    for _ in 0..3 {
+        let res = gw
+            .post("/v1/chat/completions")
+            .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "on_store_error: allow lets calls through");
+    }
+    let status: Value = gw.get("/status").send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["limits"]["backend"], "redis");
+    assert_eq!(status["limits"]["healthy"], false);
+    assert!(status["limits"]["store_errors"].as_u64().unwrap() >= 1, "{status}");
+    let ready = gw.get("/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["limits"]["healthy"], false, "{body}");
+}
+
+#[tokio::test]
+async fn a_dead_redis_with_deny_refuses_with_a_503_that_says_why() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = Gateway::start(&format!(
+        "redis:\n  url: redis://:hunter2@127.0.0.1:{closed}/\nlimits:\n  per_ip: {{ rpm: 100 }}\n  on_store_error: deny\n"
+    ))
+    .await;
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("limits_unavailable"), "{body}");
+    assert!(!body.contains("hunter2"), "{body}");
 }

@@ -9,8 +9,17 @@ use super::json_response;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub async fn list(State(state): State<AppState>) -> Response {
-    json_response(&ModelList::new(state.client.models()))
+/// The models the caller may use: every configured one, or those its key allows.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Option<axum::Extension<crate::layers::Caller>>,
+) -> Response {
+    let mut models = state.client.models();
+    if let Some(allowed) = caller.and_then(|c| c.0.principal.allowed_models) {
+        let config = state.client.config();
+        models.retain(|m| weir::access::may_use(config, &allowed, &m.id));
+    }
+    json_response(&ModelList::new(models))
 }
 
 /// Model ids hold slashes (`openai/gpt-4o`), so the route captures the rest of the path.

@@ -1,0 +1,159 @@
+//! `weir keys` against a running `weir serve` with its embedded key store: create (the key
+//! printed once), list, update, rotate and revoke, and the errors a person can make.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ServeProcess, free_port, weir};
+
+const ADMIN: &str = "cli-admin-key";
+
+fn serve(data_dir: &std::path::Path, admin_key: Option<&str>) -> (ServeProcess, u16) {
+    let port = free_port();
+    let mut cmd = weir();
+    cmd.env("WEIR_DATA_DIR", data_dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null());
+    if let Some(key) = admin_key {
+        cmd.env("WEIR_ADMIN_KEY", key);
+    }
+    let served = ServeProcess(cmd.spawn().unwrap());
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "weir serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (served, port)
+}
+
+fn keys(port: u16, args: &[&str]) -> Output {
+    weir()
+        .args(["keys", "--url", &format!("http://127.0.0.1:{port}")])
+        .args(args)
+        .env("WEIR_ADMIN_KEY", ADMIN)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "weir-cli-keys-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn keys_are_created_listed_updated_rotated_and_revoked() {
+    let dir = tempdir("lifecycle");
+    let (_gw, port) = serve(&dir, Some(ADMIN));
+
+    let out = keys(
+        port,
+        &[
+            "create", "--name", "web", "--team", "search", "--model", "mock/*", "--rpm", "20",
+            "--meta", "owner=ops",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("key: "))
+        .expect("the key is printed")
+        .to_owned();
+    assert!(key.starts_with("wk-"), "{stdout}");
+    assert!(stdout.contains("shown this once"), "{stdout}");
+    assert!(stdout.contains("team=search") && stdout.contains("rpm=20"), "{stdout}");
+    let id = stdout.split_whitespace().next().unwrap().to_owned();
+    assert!(id.starts_with("key_"), "{stdout}");
+    assert!(dir.join("weir.sqlite3").exists(), "the store is in WEIR_DATA_DIR");
+
+    let out = keys(port, &["list"]);
+    let listing = text(&out.stdout);
+    assert!(out.status.success() && listing.contains(&id), "{listing}");
+    assert!(!listing.contains(&key), "listings never show the key");
+
+    let out = keys(port, &["update", &id, "--rpm", "50", "--expires-in", "30d"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("rpm=50"));
+
+    let out = keys(port, &["--json", "show", &id]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["limits"]["rpm"], 50);
+    assert!(shown["expires_at"].as_i64().unwrap() > 0);
+    assert_eq!(shown["metadata"]["owner"], "ops");
+
+    let out = keys(port, &["rotate", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains(&key), "a new secret");
+
+    let out = keys(port, &["revoke", &id]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("revoked"), "{}", text(&out.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mistakes_are_reported_with_what_to_do() {
+    let dir = tempdir("mistakes");
+    let (_gw, port) = serve(&dir, Some(ADMIN));
+
+    let out = keys(port, &["create"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--name"));
+
+    let out = keys(port, &["update", "key_x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nothing to update"));
+
+    let out = keys(port, &["show", "key_missing"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("404"), "{}", text(&out.stderr));
+
+    let out = weir()
+        .args(["keys", "--url", &format!("http://127.0.0.1:{port}"), "list"])
+        .env("WEIR_ADMIN_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("401") && err.contains("WEIR_ADMIN_KEY"), "{err}");
+    assert!(!err.contains("wrong\""), "{err}");
+
+    let closed = free_port();
+    let out = keys(closed, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is `weir serve` running"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_an_admin_key_loopback_may_manage_keys() {
+    let dir = tempdir("loopback");
+    let (_gw, port) = serve(&dir, None);
+    let out = weir()
+        .args(["keys", "--url", &format!("http://127.0.0.1:{port}")])
+        .args(["create", "--name", "local"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

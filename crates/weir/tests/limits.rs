@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use weir::{CallContext, Client, Config, Error, LimitKind, LimitScope, Principal};
+#[cfg(feature = "redis")]
 use weir_test_support::redis::RedisServer;
 use weir_types::chat::{ChatRequest, Message};
 
@@ -34,6 +35,7 @@ fn as_key(key: &str) -> CallContext {
     }
 }
 
+#[cfg(feature = "redis")]
 fn redis_or_skip() -> Option<RedisServer> {
     let redis = RedisServer::start().unwrap();
     if redis.is_none() {
@@ -43,6 +45,7 @@ fn redis_or_skip() -> Option<RedisServer> {
 }
 
 /// Poll `check` for up to two seconds: settlement in Redis happens off the request path.
+#[cfg(feature = "redis")]
 async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..100 {
         if check().await {
@@ -219,6 +222,7 @@ async fn limits_in_redis_need_the_async_build() {
     assert!(err.to_string().contains("build_async"), "{err}");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_sharing_one_redis_admit_exactly_the_limit() {
     let Some(redis) = redis_or_skip() else { return };
@@ -257,6 +261,7 @@ async fn two_clients_sharing_one_redis_admit_exactly_the_limit() {
     }
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn token_limits_in_redis_settle_to_the_real_usage() {
     let Some(redis) = redis_or_skip() else { return };
@@ -275,6 +280,7 @@ async fn token_limits_in_redis_settle_to_the_real_usage() {
     assert!(settled, "the first call's unused tokens never came back");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_dead_redis_is_allowed_through_or_denied_as_configured() {
     let Some(redis) = redis_or_skip() else { return };
@@ -328,6 +334,7 @@ async fn a_dead_redis_is_allowed_through_or_denied_as_configured() {
     }
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_failures_never_show_the_password() {
     let Some(redis) = redis_or_skip() else { return };

@@ -153,6 +153,8 @@ pub struct Status {
     /// Each deployment (`provider/model`): breaker state, in flight, latency estimate, and
     /// the groups that list it.
     pub deployments: Vec<DeploymentStatus>,
+    /// The inbound rate limiter's backend and health; `None` without one.
+    pub limits: Option<crate::limits::LimitsHealth>,
 }
 
 /// One deployment's health, for `/status`.
@@ -613,6 +615,7 @@ impl Client {
             models: self.inner.stats.snapshot(),
             keys,
             deployments,
+            limits: self.inner.limits.as_ref().map(|l| l.health()),
         }
     }
 

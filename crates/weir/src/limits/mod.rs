@@ -431,6 +431,10 @@ impl InboundLimits {
     }
 
     /// The store failed or is paused: `on_store_error` decides.
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(dead_code, reason = "only the Redis backend has a store that can fail")
+    )]
     fn store_unavailable(&self) -> Result<Admitted> {
         match self.config.on_store_error {
             OnStoreError::Allow => Ok(Admitted::new(Box::new(Nothing))),

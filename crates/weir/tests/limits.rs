@@ -263,6 +263,39 @@ async fn two_clients_sharing_one_redis_admit_exactly_the_limit() {
 
 #[cfg(feature = "redis")]
 #[tokio::test]
+async fn a_call_refused_by_one_redis_cell_takes_from_none() {
+    let Some(redis) = redis_or_skip() else { return };
+    let yaml = format!(
+        "redis: {{ url: \"{}\" }}\nlimits: {{ per_key: {{ rpm: 10 }}, per_team: {{ rpm: 1 }} }}\n",
+        redis.url()
+    );
+    let client = Client::builder(config(&yaml)).build_async().await.unwrap();
+    let mut ctx = as_key("k1");
+    ctx.principal.team = Some("ads".into());
+    let first = client.chat_with(hello(16), ctx.clone()).await.unwrap();
+    assert_eq!(
+        first.meta.quota.map(|q| (q.scope, q.remaining)),
+        Some((LimitScope::Team, 0))
+    );
+    for _ in 0..3 {
+        let err = client.chat_with(hello(16), ctx.clone()).await.unwrap_err();
+        assert_eq!(err.quota().map(|q| q.scope), Some(LimitScope::Team));
+        assert!(
+            err.to_string()
+                .contains("team ads allows 1 request per minute"),
+            "{err}"
+        );
+    }
+    // Only the first call was taken from the key.
+    let alone = client.chat_with(hello(16), as_key("k1")).await.unwrap();
+    assert_eq!(
+        alone.meta.quota.map(|q| (q.scope, q.remaining)),
+        Some((LimitScope::Key, 8))
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
 async fn token_limits_in_redis_settle_to_the_real_usage() {
     let Some(redis) = redis_or_skip() else { return };
     let yaml = format!(

@@ -324,7 +324,7 @@ impl ClientBuilder {
         let limits = limits.map(Arc::new);
         if let Some(l) = &limits {
             // First: a caller over its limit is refused before any other admission reserves.
-            let admission: Arc<dyn Admission> = Arc::clone(l) as Arc<dyn Admission>;
+            let admission: Arc<dyn Admission> = l.clone();
             self.seams.admissions.insert(0, admission);
         }
         crate::provider::http::install_crypto_provider();

@@ -20,7 +20,8 @@ pub struct Principal {
     /// so tenants never read each other's cache entries; `None` shares the default one.
     pub tenant: Option<String>,
     /// This key's own inbound rate limits (from the stored key), which win over the
-    /// configured `limits.per_key` default; `None` takes the default.
+    /// configured `limits.per_key` default field by field (a key that sets only `rpm` keeps
+    /// the default `tpm`); `None` takes the default.
     pub limits: Option<crate::limits::RateLimit>,
 }
 

@@ -7,7 +7,8 @@
 //! - [`Config`]: the validated configuration (YAML file, environment, embedded defaults);
 //! - [`provider::Provider`]: the trait each upstream API implements (OpenAI and compatible
 //!   servers, Anthropic, and the offline mock);
-//! - [`Error`]: the one error type, which knows whether a retry could help and its HTTP status.
+//! - [`Error`]: the one error type, which knows whether a retry could help and its HTTP status;
+//! - [`limits::InboundLimits`]: rate limits per gateway key, user, team and client address.
 //!
 //! Request and response types are OpenAI-shaped and live in the `weir-types` crate.
 //!
@@ -17,7 +18,7 @@
 //!
 //! | feature | enables | without it |
 //! | --- | --- | --- |
-//! | `redis` | the Redis cache tier (`cache.redis`), with the `redis` crate | configuring `cache.redis` fails when the client is built |
+//! | `redis` | the Redis cache tier (`cache.redis`) and inbound rate limits shared through Redis (`redis:`), with the `redis` crate | configuring either fails when the client is built |
 //! | `sqlite` | the SQLite cache tier (`cache.sqlite`), with `rusqlite` (SQLite bundled) | configuring `cache.sqlite` fails when the client is built |
 //! | `tokenizer` | exact o200k token counts, with `tiktoken-rs` | [`tokens`] counts about 4 bytes per token |
 //!

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use weir::{CallContext, Client, Config, Error, LimitKind, LimitScope, Principal};
+#[cfg(feature = "redis")]
 use weir_test_support::redis::RedisServer;
 use weir_types::chat::{ChatRequest, Message};
 
@@ -34,6 +35,7 @@ fn as_key(key: &str) -> CallContext {
     }
 }
 
+#[cfg(feature = "redis")]
 fn redis_or_skip() -> Option<RedisServer> {
     let redis = RedisServer::start().unwrap();
     if redis.is_none() {
@@ -43,6 +45,7 @@ fn redis_or_skip() -> Option<RedisServer> {
 }
 
 /// Poll `check` for up to two seconds: settlement in Redis happens off the request path.
+#[cfg(feature = "redis")]
 async fn eventually(mut check: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..100 {
         if check().await {
@@ -219,6 +222,7 @@ async fn limits_in_redis_need_the_async_build() {
     assert!(err.to_string().contains("build_async"), "{err}");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_sharing_one_redis_admit_exactly_the_limit() {
     let Some(redis) = redis_or_skip() else { return };
@@ -257,6 +261,40 @@ async fn two_clients_sharing_one_redis_admit_exactly_the_limit() {
     }
 }
 
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_call_refused_by_one_redis_cell_takes_from_none() {
+    let Some(redis) = redis_or_skip() else { return };
+    let yaml = format!(
+        "redis: {{ url: \"{}\" }}\nlimits: {{ per_key: {{ rpm: 10 }}, per_team: {{ rpm: 1 }} }}\n",
+        redis.url()
+    );
+    let client = Client::builder(config(&yaml)).build_async().await.unwrap();
+    let mut ctx = as_key("k1");
+    ctx.principal.team = Some("ads".into());
+    let first = client.chat_with(hello(16), ctx.clone()).await.unwrap();
+    assert_eq!(
+        first.meta.quota.map(|q| (q.scope, q.remaining)),
+        Some((LimitScope::Team, 0))
+    );
+    for _ in 0..3 {
+        let err = client.chat_with(hello(16), ctx.clone()).await.unwrap_err();
+        assert_eq!(err.quota().map(|q| q.scope), Some(LimitScope::Team));
+        assert!(
+            err.to_string()
+                .contains("team ads allows 1 request per minute"),
+            "{err}"
+        );
+    }
+    // Only the first call was taken from the key.
+    let alone = client.chat_with(hello(16), as_key("k1")).await.unwrap();
+    assert_eq!(
+        alone.meta.quota.map(|q| (q.scope, q.remaining)),
+        Some((LimitScope::Key, 8))
+    );
+}
+
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn token_limits_in_redis_settle_to_the_real_usage() {
     let Some(redis) = redis_or_skip() else { return };
@@ -275,6 +313,7 @@ async fn token_limits_in_redis_settle_to_the_real_usage() {
     assert!(settled, "the first call's unused tokens never came back");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn a_dead_redis_is_allowed_through_or_denied_as_configured() {
     let Some(redis) = redis_or_skip() else { return };
@@ -328,6 +367,7 @@ async fn a_dead_redis_is_allowed_through_or_denied_as_configured() {
     }
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn redis_failures_never_show_the_password() {
     let Some(redis) = redis_or_skip() else { return };

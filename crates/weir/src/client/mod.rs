@@ -153,6 +153,8 @@ pub struct Status {
     /// Each deployment (`provider/model`): breaker state, in flight, latency estimate, and
     /// the groups that list it.
     pub deployments: Vec<DeploymentStatus>,
+    /// The inbound rate limiter's backend and health; `None` without one.
+    pub limits: Option<crate::limits::LimitsHealth>,
 }
 
 /// One deployment's health, for `/status`.
@@ -322,7 +324,7 @@ impl ClientBuilder {
         let limits = limits.map(Arc::new);
         if let Some(l) = &limits {
             // First: a caller over its limit is refused before any other admission reserves.
-            let admission: Arc<dyn Admission> = Arc::clone(l) as Arc<dyn Admission>;
+            let admission: Arc<dyn Admission> = l.clone();
             self.seams.admissions.insert(0, admission);
         }
         crate::provider::http::install_crypto_provider();
@@ -613,6 +615,7 @@ impl Client {
             models: self.inner.stats.snapshot(),
             keys,
             deployments,
+            limits: self.inner.limits.as_ref().map(|l| l.health()),
         }
     }
 

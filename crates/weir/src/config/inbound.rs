@@ -1,8 +1,6 @@
 //! Validation of `limits:` (inbound rate limits) and `redis:` (the state gateway instances
 //! share, with `WEIR_REDIS_URL` winning over the file's URL).
 
-use std::time::Duration;
-
 use secrecy::SecretString;
 
 use super::model::RedisConfig;
@@ -47,7 +45,7 @@ pub(super) fn limits(c: &mut Checker<'_>, raw: &RawConfig) -> LimitsConfig {
         store_timeout: if store_timeout.is_zero() {
             d.store_timeout
         } else {
-            store_timeout.min(Duration::from_secs(60))
+            store_timeout
         },
     }
 }

@@ -431,6 +431,10 @@ impl InboundLimits {
     }
 
     /// The store failed or is paused: `on_store_error` decides.
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(dead_code, reason = "only the Redis backend has a store that can fail")
+    )]
     fn store_unavailable(&self) -> Result<Admitted> {
         match self.config.on_store_error {
             OnStoreError::Allow => Ok(Admitted::new(Box::new(Nothing))),
@@ -444,7 +448,8 @@ impl InboundLimits {
                     code: "limits_unavailable",
                     message: format!(
                         "rate limits unavailable: {cause}; calls are refused until the limit \
-                         store answers again (limits.on_store_error: deny)"
+                         store answers again (limits.on_store_error: deny): check that Redis is \
+                         running and reachable"
                     ),
                     retry_after: Some(health::RETRY_STORE_AFTER),
                     quota: None,
@@ -488,6 +493,9 @@ impl InboundLimits {
     /// may be a stream's drop).
     #[cfg(feature = "redis")]
     fn adjust_later(&self, cells: &redis::RedisCells, moves: Vec<(String, i64)>) {
+        // While the store is paused the moves are dropped: a lost refund holds a caller back a
+        // little longer, a lost charge lets it spend a little more, and both fade as the
+        // cells refill.
         if moves.is_empty() || self.health.paused() {
             return;
         }

@@ -312,3 +312,17 @@ fn only_configured_scopes_turn_the_limiter_on() {
     };
     assert!(one.any());
 }
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn limits_in_redis_need_the_redis_feature() {
+    let yaml = "redis: { url: redis://127.0.0.1:1/ }\nlimits: { per_key: { rpm: 1 } }\n";
+    let config = crate::Config::from_yaml(yaml, &|_: &str| None).unwrap();
+    let err = InboundLimits::new(&config.limits, config.redis.as_ref())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("without the `redis` feature"),
+        "{err}"
+    );
+}

@@ -23,7 +23,8 @@ pub struct Principal {
     /// model. Shared: the gateway hands every request of a key the same list.
     pub allowed_models: Option<std::sync::Arc<[String]>>,
     /// This key's own inbound rate limits (from the stored key), which win over the
-    /// configured `limits.per_key` default; `None` takes the default.
+    /// configured `limits.per_key` default field by field (a key that sets only `rpm` keeps
+    /// the default `tpm`); `None` takes the default.
     pub limits: Option<crate::limits::RateLimit>,
 }
 

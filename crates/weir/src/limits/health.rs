@@ -1,8 +1,8 @@
 //! The limit store's health: errors counted, the last one kept, warnings spaced out, and a
-//! short pause after a failure during which calls skip the store.
+//! short pause after a run of failures during which calls skip the store.
 //!
 //! The pause is what keeps a dead store from costing every call its timeout: for
-//! [`RETRY_STORE_AFTER`] after a failure, calls go straight to `limits.on_store_error`; the
+//! [`RETRY_STORE_AFTER`] after [`PAUSE_AFTER`] failures in a row, calls go straight to `limits.on_store_error`; the
 //! first call after it tries the store again (and the connection reconnects on its own).
 #![cfg_attr(
     not(feature = "redis"),
@@ -10,14 +10,16 @@
 )]
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
-/// How long calls skip the store after it failed.
+/// How long calls skip the store after it failed [`PAUSE_AFTER`] times in a row.
 pub(crate) const RETRY_STORE_AFTER: Duration = Duration::from_secs(1);
+/// Failures in a row before calls skip the store: one late reply is not an outage.
+pub(crate) const PAUSE_AFTER: u32 = 3;
 /// The least time between two warnings about the store.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
@@ -39,6 +41,8 @@ pub(crate) struct Health {
     backend: &'static str,
     base: Instant,
     errors: AtomicU64,
+    /// Failures since the store last answered.
+    in_a_row: AtomicU32,
     failing: AtomicBool,
     /// Milliseconds since `base` until which calls skip the store.
     skip_until: AtomicU64,
@@ -55,6 +59,7 @@ impl Health {
             backend,
             base: Instant::now(),
             errors: AtomicU64::new(0),
+            in_a_row: AtomicU32::new(0),
             failing: AtomicBool::new(false),
             skip_until: AtomicU64::new(0),
             warned: AtomicU64::new(0),
@@ -72,6 +77,7 @@ impl Health {
         // Read first: a healthy store costs no write to a shared cache line per call.
         if self.failing.load(Ordering::Relaxed) {
             self.failing.store(false, Ordering::Relaxed);
+            self.in_a_row.store(0, Ordering::Relaxed);
         }
     }
 
@@ -81,9 +87,11 @@ impl Health {
         let errors = self.errors.fetch_add(1, Ordering::Relaxed) + 1;
         self.failing.store(true, Ordering::Relaxed);
         let now = self.now_ms();
-        let pause = u64::try_from(RETRY_STORE_AFTER.as_millis()).unwrap_or(u64::MAX);
-        self.skip_until
-            .store(now.saturating_add(pause), Ordering::Relaxed);
+        if self.in_a_row.fetch_add(1, Ordering::Relaxed) + 1 >= PAUSE_AFTER {
+            let pause = u64::try_from(RETRY_STORE_AFTER.as_millis()).unwrap_or(u64::MAX);
+            self.skip_until
+                .store(now.saturating_add(pause), Ordering::Relaxed);
+        }
         let warned = self.warned.load(Ordering::Relaxed);
         let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
         let due = warned == 0 || now.saturating_sub(warned - 1) >= every;

@@ -30,8 +30,10 @@
 //! feature) for several instances sharing exact limits, one round trip per check. When Redis
 //! fails, `limits.on_store_error` decides: `allow` (the default) admits without a quota,
 //! `deny` refuses with a 503. Failures are counted and reported by
-//! [`InboundLimits::health`]; after one, calls skip Redis for a second instead of each
-//! waiting out `limits.store_timeout`.
+//! [`InboundLimits::health`]. A single failure (a reply late under load) decides only its own
+//! call; after three failures in a row, calls skip Redis for a second instead
+//! of each waiting out `limits.store_timeout` (default 1 s: long enough that a busy process is
+//! not mistaken for a dead Redis, which would let a burst through unlimited).
 //!
 //! ```
 //! use weir::limits::{InboundLimits, LimitsConfig, RateLimit};
@@ -149,7 +151,7 @@ impl Default for LimitsConfig {
             per_team: RateLimit::default(),
             per_ip: RateLimit::default(),
             on_store_error: OnStoreError::Allow,
-            store_timeout: Duration::from_millis(250),
+            store_timeout: Duration::from_secs(1),
         }
     }
 }

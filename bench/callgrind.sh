@@ -5,10 +5,12 @@
 #   bench/callgrind.sh [--weir PATH] [--tools DIR] [--requests N] [--keep DIR] [bare|full ...]
 #
 # Defaults: weir = target/release/weir, tools (fake-upstream, weir-load) = target/release
-# (target/ is $CARGO_TARGET_DIR when set), N = 2000, configs bare and full. The configs,
-# request bodies and headers are the bench harness's own (bench/harness), so the figures
-# describe the same requests as the bench's c=1 rows. --keep DIR keeps the callgrind dumps
-# (for callgrind_annotate). Prints one line per config; writes nothing into the repo.
+# (target/ is $CARGO_TARGET_DIR when set), N = 2000, configs bare and full (also: keyed,
+# long, messages). The configs, request bodies and headers are the bench harness's own
+# (bench/harness), so the figures describe the same requests as the bench's c=1 rows (for
+# keyed, the key the requests present is created through weir's admin API once it is up, as
+# the bench does). --keep DIR keeps the callgrind dumps (for callgrind_annotate). Prints one
+# line per config; writes nothing into the repo.
 #
 # Method: weir runs under callgrind, warms up, then its counters are zeroed, a closed loop at
 # concurrency 1 sends about N requests, and the counters are dumped. The figure is the dump's
@@ -27,7 +29,7 @@ while (($#)); do
     --tools) tools="${2:?--tools needs a directory}"; shift 2 ;;
     --requests) requests="${2:?--requests needs a number}"; shift 2 ;;
     --keep) keep="${2:?--keep needs a directory}"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) configs+=("$1"); shift ;;
   esac
@@ -73,7 +75,7 @@ served() {
 }
 
 measure() {
-  local name="$1" dir="$tmp/$1" up upid wport wpid body header path i total errors dur rate s0 s1 ir
+  local name="$1" dir="$tmp/$1" up upid wport wpid body kind path i total errors dur rate s0 s1 ir
   mkdir -p "$dir"
 
   # Port 0: the fake upstream picks a free port and prints it, so there is no race.
@@ -88,12 +90,12 @@ measure() {
   done
   [ -n "$up" ] || die "fake-upstream did not start"
 
-  # The harness writes the config and gives the scenario's path, body and header. weir's
+  # The harness writes the config and gives the scenario's path, body and instance. weir's
   # port is found by binding port 0 and releasing it: weir needs it in its config. The
   # paced and hold providers of the full config get no traffic here, so they share the
   # instant upstream.
   wport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  { read -r path; read -r body; read -r header; } < <(python3 - "$ROOT/bench/harness" "$name" "$wport" "$up" "$dir" <<'EOF'
+  { read -r path; read -r body; read -r kind; } < <(python3 - "$ROOT/bench/harness" "$name" "$wport" "$up" "$dir" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
 import configs, scenarios
@@ -101,25 +103,22 @@ name, wport, up, d = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5
 s = next((s for s in scenarios.all_scenarios([1], [1], 1000)
           if s.name == name and s.mode == "closed" and not s.prime), None)
 if s is None:
-    sys.exit(f"callgrind.sh: unknown config {name!r} (bare, full; also long, messages)")
+    sys.exit(f"callgrind.sh: unknown config {name!r} (bare, full; also keyed, long, messages)")
 with open(f"{d}/weir.yaml", "w") as f:
     f.write(configs.weir_config(s.instance, wport, dict.fromkeys(("instant", "paced", "hold"), up), d))
 print(s.path)
 print(s.body(s.weir_model))
-print("" if s.instance == "bare" else f"Authorization: Bearer {configs.GATEWAY_KEY}")
+print(s.instance)
 EOF
   ) || die "cannot write the $name config"
-  local load=("$tools/weir-load" --url "http://127.0.0.1:$wport$path" --mode closed
-              --concurrency 1 --warmup 0 --body "$body")
-  [ -n "$header" ] && load+=(--header "$header")
 
-  # As the bench does: quiet logs, no persistent cache tier, no provider keys from the
-  # caller's environment.
+  # As the bench does: quiet logs, no persistent cache tier, no key store in the data dir
+  # (only the keyed config names one), no provider keys from the caller's environment.
   local unset=()
   for v in $(compgen -e); do
     [[ "$v" == WEIR_* || "$v" == LLM_* || "$v" == *_API_KEY ]] && unset+=(-u "$v")
   done
-  env "${unset[@]}" WEIR_LOG=warn WEIR_CACHE_DIR=off \
+  env "${unset[@]}" WEIR_LOG=warn WEIR_CACHE_DIR=off WEIR_DATA_DIR=off \
     valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
     "$weir" --config "$dir/weir.yaml" serve >"$dir/weir.log" 2>&1 &
   wpid=$!; pids+=("$wpid")
@@ -129,6 +128,22 @@ EOF
     ((i < 1200)) || die "weir not ready after 120 s ($dir/weir.log)"
     sleep 0.1
   done
+
+  # The request headers, one a line; for keyed this creates the stored key they present.
+  local headers=() h lines
+  lines="$(python3 - "$ROOT/bench/harness" "$kind" "$wport" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import configs, procs
+kind, port = sys.argv[2], int(sys.argv[3])
+key = procs.create_key(port, configs.STORED_KEY_SPEC) if configs.needs_stored_key(kind) else None
+print("\n".join(configs.request_headers(kind, key)))
+EOF
+  )" || die "cannot prepare the $name request headers"
+  [ -n "$lines" ] && mapfile -t headers <<<"$lines"
+  local load=("$tools/weir-load" --url "http://127.0.0.1:$wport$path" --mode closed
+              --concurrency 1 --warmup 0 --body "$body")
+  for h in "${headers[@]}"; do [ -n "$h" ] && load+=(--header "$h"); done
 
   # Warm-up: valgrind translates code on first use and weir fills its pools and caches; it
   # also gives the rate under callgrind, which sizes the measured run to about N requests

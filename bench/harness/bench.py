@@ -80,6 +80,11 @@ def median_round(recs):
     return pick
 
 
+def baseline_label(kind, scenario):
+    """The instance a scenario's baseline of this kind runs on."""
+    return f"{kind}@{scenario.name}"
+
+
 # Scenarios that also run through tcp-relay (the floor of any proxy on this machine).
 RELAY_SCENARIOS = ("bare", "stream")
 
@@ -91,6 +96,7 @@ class Bench:
         self.ups = {}       # name -> (proc, port)
         self.gw = {}        # ("weir"|"litellm", instance) -> (proc, port)
         self.relays = {}    # upstream name -> (proc, port): tcp-relay in front of it
+        self.stored_keys = {}  # weir instance -> the stored key its requests present
         self.results = {"runs": [], "skipped": {}}
 
     def want(self, name):
@@ -185,18 +191,26 @@ class Bench:
         # The CLI adds a SQLite tier in the user's cache dir when a config names no L2: the
         # configs here say exactly which tiers each instance has, so turn that default off.
         env["WEIR_CACHE_DIR"] = "off"
+        # Likewise the key store: without this, every instance would open one in the user's
+        # data dir (polled four times a second, and any key stored there would lock the bench
+        # out). Only the keyed config names a store.
+        env["WEIR_DATA_DIR"] = "off"
         return env
 
-    def start_weir(self, kind):
+    def start_weir(self, kind, label=None):
+        """Start a weir instance of a config kind, known as `label` (default: the kind)."""
+        label = label or kind
         port = procs.free_port()
         cfg = self.weir_cfg(kind, port)
         p = procs.start([self.bin("weir"), "--config", cfg, "serve"],
-                        os.path.join(self.tmp, f"weir-{kind}.log"), env=self.weir_env())
+                        os.path.join(self.tmp, f"weir-{label}.log"), env=self.weir_env())
         procs.wait_ready(p, port, "/ready", 30)
-        self.gw[("weir", kind)] = (p, port)
+        self.gw[("weir", label)] = (p, port)
+        if configs.needs_stored_key(kind):
+            self.stored_keys[label] = procs.create_key(port, configs.STORED_KEY_SPEC)
         rss, _ = procs.memory_kib(p.pid)
-        self.results.setdefault("idle_rss_mib", {})[f"weir-{kind}"] = round(rss / 1024, 1)
-        log(f"weir {kind} ready on :{port}, RSS {rss / 1024:.1f} MiB (config {cfg})")
+        self.results.setdefault("idle_rss_mib", {})[f"weir-{label}"] = round(rss / 1024, 1)
+        log(f"weir {label} ready on :{port}, RSS {rss / 1024:.1f} MiB (config {cfg})")
 
     def cold_start(self):
         out = {}
@@ -247,9 +261,15 @@ class Bench:
             rp, rport = self.relays[s.upstream]
             yield "relay", rp, rport, s.body(s.direct_model), []
         auth = [f"Authorization: Bearer {configs.GATEWAY_KEY}"]
+        for kind in s.baselines:
+            b = self.gw.get(("weir", baseline_label(kind, s)))
+            if b:
+                yield f"weir-{kind}", b[0], b[1], s.body(s.weir_model), configs.request_headers(
+                    kind, self.stored_keys.get(baseline_label(kind, s)))
         w = self.gw.get(("weir", s.instance))
         if w:
-            yield "weir", w[0], w[1], s.body(s.weir_model), (auth if s.instance != "bare" else [])
+            yield "weir", w[0], w[1], s.body(s.weir_model), configs.request_headers(
+                s.instance, self.stored_keys.get(s.instance))
         if s.peer and ("litellm", s.peer[0]) in self.gw:
             p, port = self.gw[("litellm", s.peer[0])]
             yield "litellm", p, port, s.body(s.peer[1]), (auth if s.peer[0] == "full" else [])
@@ -386,6 +406,12 @@ class Bench:
                 scen = [s for s in scen if s.instance != "redis"]
         for kind in sorted({s.instance for s in scen} | ({"full"} if self.a.soak else set())):
             self.start_weir(kind)
+        # A baseline gets an instance of its own, started with the scenario's: shared with its
+        # own scenario, it would come to the comparison with a cache the earlier runs filled
+        # (evicting on every store) while the instance it is compared with starts empty.
+        for s in scen:
+            for kind in s.baselines:
+                self.start_weir(kind, baseline_label(kind, s))
         if self.a.peer == "litellm":
             for kind in sorted({s.peer[0] for s in scen if s.peer}):
                 try:

@@ -8,11 +8,43 @@ weir instances:
            memory cache (16 MiB).
   sqlite - the full stack with the memory tier off and SQLite as the only cache tier.
   redis  - the full stack with the memory tier off and Redis as the only cache tier.
+  keyed  - the full stack plus stored gateway keys: an embedded SQLite key store, a key
+           created through the admin API once weir is up (with its own rpm/tpm limits and
+           attribution), requests naming their end user (x-weir-user) and a per-user limit,
+           so each call checks a key cell and a user cell. The static key stays configured,
+           as in full; the requests present the stored key.
 """
+
+import json
 
 GATEWAY_KEY = "sk-bench-gateway-key"
 LIMITS = ("{ requests_per_minute: 100000000, input_tokens_per_minute: 100000000000, "
           "output_tokens_per_minute: 100000000000 }")
+
+
+# The stored key the keyed instance's requests present: limits far above the load (checked on
+# every call, never binding) and attribution, with the caller allowed to name its end user.
+STORED_KEY_SPEC = json.dumps({
+    "name": "bench", "limits": {"rpm": 100000000, "tpm": 100000000000},
+    "allow_user_override": True, "team": "bench-team", "project": "bench-project",
+    "user": "bench-user"})
+BENCH_USER = "alice"
+
+
+def needs_stored_key(kind):
+    """Whether the instance's requests present a key created through its admin API."""
+    return kind == "keyed"
+
+
+def request_headers(kind, stored_key=None):
+    """The headers every request to a weir instance carries."""
+    if kind == "bare":
+        return []
+    if needs_stored_key(kind):
+        if not stored_key:
+            raise ValueError(f"the {kind} instance needs a stored key")
+        return [f"Authorization: Bearer {stored_key}", f"x-weir-user: {BENCH_USER}"]
+    return [f"Authorization: Bearer {GATEWAY_KEY}"]
 
 
 def _provider(name, port, keys=1):
@@ -35,8 +67,10 @@ def weir_config(kind, port, ups, tmp):
             "retry: { max_retries: 0 }",
             "circuit_breaker: { enabled: false }",
             "cache: { enabled: false }", ""])
+    memory = "  memory: { enabled: true, max_bytes: 16MiB }"
     cache = {
-        "full": "  memory: { enabled: true, max_bytes: 16MiB }",
+        "full": memory,
+        "keyed": memory,
         "sqlite": f"  memory: {{ enabled: false }}\n  sqlite: {{ path: {tmp}/cache.sqlite3, max_bytes: 256MiB }}",
         "redis": f"  memory: {{ enabled: false }}\n  redis: {{ url: \"redis://127.0.0.1:{ups.get('redis', 6379)}\", prefix: weirbench }}",
     }[kind]
@@ -54,7 +88,10 @@ def weir_config(kind, port, ups, tmp):
         "    deployments: [fake/gpt-4o-mini, fake2/gpt-4o-mini]",
         "retry: { max_retries: 2, base_delay: 50ms, max_delay: 1s }",
         "circuit_breaker: { consecutive_failures: 5, failure_ratio: 0.5, window: 30s, cooldown: 5s }",
-        "cache:", "  enabled: true", "  ttl: 1h", cache, ""])
+        "cache:", "  enabled: true", "  ttl: 1h", cache]
+        + ([f"store: {{ sqlite: {{ path: {tmp}/keys.sqlite3 }} }}",
+            "limits: { per_user: { rpm: 100000000 } }"] if kind == "keyed" else [])
+        + [""])
 
 
 def litellm_config(kind, ups):

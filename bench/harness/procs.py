@@ -80,6 +80,15 @@ def http_post(port, path, body, headers=None, timeout=30.0):
     return out
 
 
+def create_key(port, spec):
+    """Create a stored gateway key through weir's admin API (loopback clients may, when no
+    admin key is configured) and return its secret, which the API shows only once."""
+    status, _, body = http_post(port, "/admin/keys", spec)
+    if status != 201:
+        raise RuntimeError(f"POST /admin/keys answered {status}: {body[:300]!r}")
+    return json.loads(body)["key"]
+
+
 def wait_ready(p, port, path, timeout, interval=0.002):
     """Seconds from now until GET path answers 200; raises if p dies or time runs out."""
     t0 = time.perf_counter()

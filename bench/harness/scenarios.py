@@ -81,6 +81,10 @@ class Scenario:
     expect_chunks: int = None
     rate: float = None
     targets: str = ""               # weir's performance targets for this scenario
+    # Config kinds run beside this one, same body, in the same rounds (rows named
+    # weir-<kind>), each on a fresh instance of its own: a difference between two configs is
+    # then measured on one machine state instead of minutes apart, from the same start.
+    baselines: tuple = ()
 
 
 def all_scenarios(levels, hold_levels, rate):
@@ -100,6 +104,12 @@ def all_scenarios(levels, hold_levels, rate):
                  levels=levels,
                  targets="added p99 <= 100 us at c=1, <= 1 ms at c=64; CPU <= 40 us/req; "
                          ">= 10,000 req/s at c=64"),
+        Scenario("keyed", "Full stack with a stored gateway key (embedded SQLite store), its "
+                 "own rpm/tpm limits, a per-user limit and attribution (x-weir-user); cache "
+                 "miss, unique prompt, temperature 0", "closed", "keyed", "bench-group",
+                 chat(temperature=0), levels=levels, baselines=("full",),
+                 targets="CPU <= 10 us/req above the full stack (the weir-full row, same "
+                         "rounds)"),
         Scenario("rate-bare", f"Bare proxy at a fixed {rate:g} req/s (coordinated-omission "
                  "corrected)", "rate", "bare", "fake/gpt-4o-mini", chat(),
                  peer=("bare", "gpt-4o-mini"), levels=[256], rate=rate),

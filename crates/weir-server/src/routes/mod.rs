@@ -65,8 +65,9 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     } else {
         total.saturating_sub(meta.latency)
     };
-    // Room for all eight (and the three rate-limit ones) up front: growing the map mid-way rehashes what is already there.
-    h.reserve(11);
+    // Room for all eight (and the three rate-limit ones, and the request id added after) up
+    // front: growing the map mid-way rehashes what is already there.
+    h.reserve(if meta.quota.is_some() { 16 } else { 8 });
     if let Ok(v) = HeaderValue::from_str(&meta.provider) {
         h.insert(PROVIDER, v);
     }

@@ -63,7 +63,7 @@
 //! [`Principal::limits`]: crate::Principal::limits
 
 mod gcra;
-mod health;
+pub(crate) mod health;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -290,7 +290,7 @@ impl InboundLimits {
         Self {
             config: config.clone(),
             store: Store::Memory(MemoryCells::new()),
-            health: Arc::new(Health::new("memory")),
+            health: Arc::new(Health::new("memory", "inbound rate limits")),
         }
     }
 
@@ -317,7 +317,7 @@ impl InboundLimits {
         #[cfg(feature = "redis")]
         {
             let cells = redis::RedisCells::open(redis, config.store_timeout)?;
-            let health = Arc::new(Health::new("redis"));
+            let health = Arc::new(Health::new("redis", "inbound rate limits"));
             // The first connection gets a little longer than a check: it includes the TCP
             // (and TLS) handshake and loading the script.
             let connect = config.store_timeout.max(Duration::from_secs(2));
@@ -476,6 +476,7 @@ impl InboundLimits {
                 Ok(Admitted {
                     reservation: Box::new(held),
                     quota,
+                    warnings: Vec::new(),
                 })
             }
             Ok(Err(refusal)) => {
@@ -533,6 +534,7 @@ impl Admission for InboundLimits {
                 Ok((held, quota)) => Ok(Admitted {
                     reservation: Box::new(held),
                     quota,
+                    warnings: Vec::new(),
                 }),
                 Err(refusal) => Err(Self::refused(&plan, refusal)),
             },

@@ -50,9 +50,9 @@ fn to_units(usd: Decimal, rounding: RoundingStrategy) -> Option<i64> {
     i64::try_from(units).ok()
 }
 
-/// Nanodollars to dollars, exactly.
+/// Nanodollars to dollars, exactly, without trailing zeros.
 pub(crate) fn to_usd(units: i64) -> Decimal {
-    Decimal::from(units) / Decimal::from(UNITS_PER_USD)
+    (Decimal::from(units) / Decimal::from(UNITS_PER_USD)).normalize()
 }
 
 /// The dearest per-token prices a call may pay, in dollars per million tokens.
@@ -87,9 +87,9 @@ impl Rate {
             .checked_mul(self.input)
             .zip(Decimal::from(output_tokens).checked_mul(self.output))
             .and_then(|(i, o)| i.checked_add(o));
-        // Per million tokens, so nanodollars are thousandths of it.
+        // Dollars per million tokens: a thousand nanodollars per token at $1 per million.
         per_million
-            .and_then(|d| d.checked_div(Decimal::from(1000)))
+            .and_then(|d| d.checked_mul(Decimal::from(1000)))
             .map(|d| d.round_dp_with_strategy(0, RoundingStrategy::ToPositiveInfinity))
             .and_then(|d| i64::try_from(d).ok())
             .unwrap_or(i64::MAX)

@@ -84,7 +84,10 @@ async fn a_hard_budget_refuses_with_a_402_that_names_it() {
     assert_eq!(*code, "budget_exceeded");
     assert!(message.contains("budget `search-daily`"), "{message}");
     assert!(message.contains("hard $0.05 daily"), "{message}");
-    assert!(message.contains(&format!("${spent} spent so far")), "{message}");
+    assert!(
+        message.contains(&format!("${spent} spent so far")),
+        "{message}"
+    );
     assert!(message.contains("resets at 20"), "{message}");
     assert_eq!(status(budgets, "search-daily").await.spent_usd, spent);
     // Another team is not counted by it.
@@ -108,7 +111,10 @@ async fn soft_budget_warnings_reach_answers_and_streams_once() {
     drop(stream);
     let all: Vec<&String> = warnings.iter().flatten().collect();
     assert_eq!(all.len(), 2, "{warnings:?}");
-    assert!(all[0].contains("budget `soft`") && all[0].contains("reached 20%"), "{all:?}");
+    assert!(
+        all[0].contains("budget `soft`") && all[0].contains("reached 20%"),
+        "{all:?}"
+    );
     assert!(all[1].contains("reached 60%"), "{all:?}");
     // Soft: nothing was refused, however far past the limit.
     for _ in 0..10 {
@@ -162,7 +168,10 @@ async fn a_hundred_concurrent_calls_never_pass_a_hard_budget_in_memory() {
     assert!(status.spent_usd <= limit + dearest, "{status:?}");
     // Reservations are worst cases, so the spend stays under the limit itself.
     assert!(status.spent_usd <= limit, "{status:?}");
-    assert!(status.spent_usd > limit / Decimal::TWO, "the budget was filled: {status:?}");
+    assert!(
+        status.spent_usd > limit / Decimal::TWO,
+        "the budget was filled: {status:?}"
+    );
 }
 
 #[cfg(feature = "redis")]
@@ -180,7 +189,10 @@ async fn two_clients_sharing_redis_never_pass_a_hard_budget_together() {
     let Some(redis) = redis_or_skip() else {
         return;
     };
-    let yaml = format!("redis: {{ url: '{}', prefix: budgets-test }}\n{HARD}", redis.url());
+    let yaml = format!(
+        "redis: {{ url: '{}', prefix: budgets-test }}\n{HARD}",
+        redis.url()
+    );
     let a = Client::builder(config(&yaml)).build_async().await.unwrap();
     let b = Client::builder(config(&yaml)).build_async().await.unwrap();
     assert_eq!(a.budgets().unwrap().health().backend, "redis");
@@ -205,7 +217,10 @@ async fn two_clients_sharing_redis_never_pass_a_hard_budget_together() {
     );
     assert!(status.spent_usd <= limit + dearest, "{status:?}");
     assert!(status.spent_usd <= limit, "{status:?}");
-    assert!(status.spent_usd > limit / Decimal::TWO, "the budget was filled: {status:?}");
+    assert!(
+        status.spent_usd > limit / Decimal::TWO,
+        "the budget was filled: {status:?}"
+    );
     // Both clients see the same counters.
     let seen_by_b = self::status(b.budgets().unwrap(), "all").await;
     assert_eq!(seen_by_b.spent_usd, status.spent_usd);
@@ -218,15 +233,66 @@ async fn a_seed_in_redis_is_set_only_once_per_period() {
     let Some(redis) = redis_or_skip() else {
         return;
     };
-    let yaml = format!("redis: {{ url: '{}', prefix: seed-test }}\n{HARD}", redis.url());
+    let yaml = format!(
+        "redis: {{ url: '{}', prefix: seed-test }}\n{HARD}",
+        redis.url()
+    );
     let a = Client::builder(config(&yaml)).build_async().await.unwrap();
     let b = Client::builder(config(&yaml)).build_async().await.unwrap();
     let budgets = Arc::clone(a.budgets().unwrap());
     let start = status(&budgets, "all").await.period_start;
     assert!(budgets.seed("all", start, d("0.49")).await.unwrap());
     // The second replica's seed finds the period already counted.
-    assert!(!b.budgets().unwrap().seed("all", start, d("0.1")).await.unwrap());
+    assert!(
+        !b.budgets()
+            .unwrap()
+            .seed("all", start, d("0.1"))
+            .await
+            .unwrap()
+    );
     assert_eq!(status(&budgets, "all").await.spent_usd, d("0.49"));
     // A cent left: less than one call's worst case (its 16 output tokens alone cost more).
     assert_eq!(a.chat(hello(16)).await.unwrap_err().http_status(), 402);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_reservation_lost_with_its_instance_expires_in_redis() {
+    use weir::pipeline::{Admission, AdmissionRequest, Operation};
+    let Some(redis) = redis_or_skip() else {
+        return;
+    };
+    let yaml = format!(
+        "redis: {{ url: '{}', prefix: expiry-test }}\n{HARD}",
+        redis.url()
+    );
+    let config = config(&yaml);
+    let budgets = Budgets::new(&config)
+        .await
+        .unwrap()
+        .with_reservation_margin(Duration::ZERO);
+    let context = CallContext {
+        model: "mock/echo".into(),
+        timeout: Some(Duration::from_millis(300)),
+        ..CallContext::default()
+    };
+    let request = AdmissionRequest {
+        context: &context,
+        operation: Operation::Chat,
+        input_tokens: 100,
+        max_output_tokens: 300,
+    };
+    // $0.4 of $0.5: the second cannot fit while the first is held.
+    let lost = budgets.reserve(&request).await.unwrap();
+    assert_eq!(status(&budgets, "all").await.reserved_usd, d("0.4"));
+    assert_eq!(
+        budgets.reserve(&request).await.unwrap_err().http_status(),
+        402
+    );
+    // The instance holding it "dies": the reservation is never settled nor released.
+    std::mem::forget(lost);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(status(&budgets, "all").await.reserved_usd, Decimal::ZERO);
+    let next = budgets.reserve(&request).await.unwrap();
+    budgets.release(next.reservation);
 }

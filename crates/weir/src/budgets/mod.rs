@@ -87,7 +87,8 @@ use memory::{Counter, Expiry, Hold, Part};
 use money::Prices;
 use table::{Slot, Table};
 
-/// How long a reservation outlives its call's deadline before it stops counting.
+/// How long a reservation outlives its call's deadline before it stops counting, unless
+/// [`Budgets::with_reservation_margin`] says otherwise.
 const RESERVATION_MARGIN: Duration = Duration::from_secs(60);
 
 /// The budgets part of the config (`budgets:`).
@@ -161,9 +162,18 @@ pub struct Budgets {
     store: Store,
     prices: Prices,
     clock: Clock,
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(
+            dead_code,
+            reason = "only the Redis backend has a store to bound or fail"
+        )
+    )]
     settings: BudgetsConfig,
     /// A call's deadline when its context sets none (`defaults.request_timeout`).
     call_timeout: Duration,
+    /// How long a reservation outlives its call's deadline.
+    margin: Duration,
     health: Arc<Health>,
 }
 
@@ -228,6 +238,7 @@ impl Budgets {
             clock,
             settings: config.budgets.clone(),
             call_timeout: config.defaults.request_timeout,
+            margin: RESERVATION_MARGIN,
             health: Arc::new(Health::new(backend, "budgets")),
         })
     }
@@ -249,6 +260,14 @@ impl Budgets {
             .collect::<Result<Vec<_>>>()?;
         self.table = ArcSwap::from_pointee(Table::new(slots));
         Ok(self)
+    }
+
+    /// How long a reservation outlives its call's deadline before it stops counting (60 s
+    /// by default): the time a call that is still settling gets before its reservation is
+    /// presumed lost with its gateway instance.
+    pub fn with_reservation_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
     }
 
     /// The time the budgets go by.
@@ -336,7 +355,10 @@ impl Budgets {
             }
             #[cfg(feature = "redis")]
             Store::Redis(redis) => {
-                let (start, reset) = (counter.start.as_millisecond(), counter.reset.as_millisecond());
+                let (start, reset) = (
+                    counter.start.as_millisecond(),
+                    counter.reset.as_millisecond(),
+                );
                 self.bounded(redis.seed(id, start, reset, units), "seeding a budget")
                     .await
             }
@@ -414,7 +436,7 @@ impl Budgets {
             .context
             .timeout
             .unwrap_or(self.call_timeout)
-            .saturating_add(RESERVATION_MARGIN)
+            .saturating_add(self.margin)
     }
 
     fn reserve_memory(
@@ -551,7 +573,12 @@ impl Budgets {
     /// the reservation to expire, and the call's real cost uncounted in Redis (the durable
     /// ledger still has it, for the next seed).
     #[cfg(feature = "redis")]
-    fn settle_later(&self, redis: &redis::RedisCounters, held: redis::RedisHeld, real: Option<i64>) {
+    fn settle_later(
+        &self,
+        redis: &redis::RedisCounters,
+        held: redis::RedisHeld,
+        real: Option<i64>,
+    ) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::debug!("budgets not settled: no async runtime to reach Redis from");
             return;
@@ -639,7 +666,10 @@ impl Admission for Budgets {
 fn refusal(slot: &Slot, counter: &Counter, spent: i64, reserved: i64, amount: i64) -> Error {
     let spec = &slot.spec;
     let in_flight = if reserved > 0 {
-        format!(" (and ${} reserved by calls in flight)", money::to_usd(reserved))
+        format!(
+            " (and ${} reserved by calls in flight)",
+            money::to_usd(reserved)
+        )
     } else {
         String::new()
     };
@@ -665,6 +695,7 @@ fn refusal(slot: &Slot, counter: &Counter, spent: i64, reserved: i64, amount: i6
 }
 
 /// The 503 when the budget store cannot be reached.
+#[cfg(feature = "redis")]
 fn unavailable(cause: &str) -> Error {
     Error::Rejected {
         status: 503,

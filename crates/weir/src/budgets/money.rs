@@ -109,9 +109,8 @@ impl Prices {
     pub(crate) fn new(config: &Config) -> Self {
         let mut groups = HashMap::with_capacity(config.groups.len());
         for (name, group) in &config.groups {
-            let direct = |provider: &str, model: &str| {
-                config.pricing.lookup(provider, model).map(Rate::of)
-            };
+            let direct =
+                |provider: &str, model: &str| config.pricing.lookup(provider, model).map(Rate::of);
             let mut rate: Option<Rate> = None;
             let mut add = |r: Option<Rate>| {
                 rate = match (rate, r) {
@@ -134,11 +133,9 @@ impl Prices {
                             add(direct(&d.provider, &d.upstream_model));
                         }
                     }
-                    None => add(
-                        crate::client::route::resolve(config, fallback)
-                            .ok()
-                            .and_then(|r| direct(&r.provider, &r.upstream_model)),
-                    ),
+                    None => add(crate::client::route::resolve(config, fallback)
+                        .ok()
+                        .and_then(|r| direct(&r.provider, &r.upstream_model))),
                 }
             }
             groups.insert(name.clone(), rate);

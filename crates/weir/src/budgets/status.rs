@@ -53,8 +53,8 @@ impl BudgetStatus {
         let (forecast_usd, runs_out_at) = if spent <= 0 {
             (None, None)
         } else {
-            let forecast = Decimal::from(spent) * Decimal::from(period_ms)
-                / Decimal::from(elapsed_ms);
+            let forecast =
+                Decimal::from(spent) * Decimal::from(period_ms) / Decimal::from(elapsed_ms);
             let forecast_usd = (forecast / Decimal::from(1_000_000_000u32)).round_dp(9);
             let runs_out = if remaining == 0 {
                 Some(now)

@@ -26,6 +26,7 @@ pub(crate) struct Slot {
     pub(crate) limit: i64,
     /// Thresholds in ascending order, as (fraction, nanodollars).
     thresholds: Vec<(f64, i64)>,
+    /// The same, in nanodollars alone: what the Redis backend sends.
     threshold_units: Vec<i64>,
     /// The current period's counter (memory backend; for Redis, only its bounds are read).
     /// Shared with the slot this one replaced when the period is the same.
@@ -65,9 +66,8 @@ impl Slot {
                 (f, units)
             })
             .collect();
-        let same_periods = previous.filter(|p| {
-            p.spec.period == spec.period && p.spec.time_zone == spec.time_zone
-        });
+        let same_periods =
+            previous.filter(|p| p.spec.period == spec.period && p.spec.time_zone == spec.time_zone);
         let counter = match same_periods {
             Some(p) => Arc::clone(&p.counter),
             None => {
@@ -98,6 +98,10 @@ impl Slot {
         }
     }
 
+    #[cfg_attr(
+        not(feature = "redis"),
+        expect(dead_code, reason = "only the Redis backend sends them")
+    )]
     pub(crate) fn threshold_units(&self) -> &[i64] {
         &self.threshold_units
     }
@@ -181,7 +185,10 @@ impl Table {
                 BudgetScope::Project(v) => (3, v),
                 BudgetScope::Model(v) => (4, v),
             };
-            table.scoped[index].entry(value.clone()).or_default().push(i);
+            table.scoped[index]
+                .entry(value.clone())
+                .or_default()
+                .push(i);
         }
         table.slots = slots;
         table

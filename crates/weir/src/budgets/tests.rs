@@ -195,18 +195,20 @@ fn rolling_periods_are_back_to_back_windows_from_the_epoch() {
 
 #[test]
 fn specs_are_checked_field_by_field() {
-    let mut bad = spec("bad id!", BudgetScope::Team(String::new()), "0", BudgetPeriod::Daily)
-        .time_zone("Mars/Olympus");
+    let mut bad = spec(
+        "bad id!",
+        BudgetScope::Team(String::new()),
+        "0",
+        BudgetPeriod::Daily,
+    )
+    .time_zone("Mars/Olympus");
     bad.thresholds = vec![0.5, -1.0];
     let fields: Vec<&str> = bad.problems().into_iter().map(|(f, _)| f).collect();
     assert_eq!(
         fields,
         ["id", "scope", "limit_usd", "time_zone", "thresholds"]
     );
-    let err = Budgets::in_memory(&config())
-        .unwrap()
-        .set(bad)
-        .unwrap_err();
+    let err = Budgets::in_memory(&config()).unwrap().set(bad).unwrap_err();
     assert!(err.to_string().contains("Mars/Olympus"), "{err}");
     let short = global(BudgetPeriod::Rolling(Duration::from_secs(1)));
     assert_eq!(short.problems()[0].0, "period.rolling");
@@ -258,7 +260,10 @@ async fn a_hard_budget_refuses_with_a_402_naming_its_limit_spend_and_reset() {
     else {
         panic!("{err:?}");
     };
-    assert_eq!((*status, *code, *retry_after), (402, "budget_exceeded", None));
+    assert_eq!(
+        (*status, *code, *retry_after),
+        (402, "budget_exceeded", None)
+    );
     for part in [
         "budget `team-daily`",
         "team search",
@@ -301,8 +306,14 @@ async fn settle_replaces_the_reservation_with_the_real_cost_and_release_gives_it
     let b = budgets.reserve(&request(&ctx, 100, 100)).await.unwrap();
     let c = budgets.reserve(&request(&ctx, 100, 100)).await.unwrap();
     let status = status_of(&budgets, "all").await;
-    assert_eq!((status.spent_usd, status.reserved_usd), (d("0"), d("0.0009")));
-    budgets.settle(a.reservation, &event(Some("0.000123456789"), CacheOutcome::Miss));
+    assert_eq!(
+        (status.spent_usd, status.reserved_usd),
+        (d("0"), d("0.0009"))
+    );
+    budgets.settle(
+        a.reservation,
+        &event(Some("0.000123456789"), CacheOutcome::Miss),
+    );
     budgets.release(b.reservation);
     // A cache hit spent nothing, whatever its event says.
     budgets.settle(c.reservation, &event(Some("5"), CacheOutcome::Hit));
@@ -313,7 +324,10 @@ async fn settle_replaces_the_reservation_with_the_real_cost_and_release_gives_it
     );
     // Unpriced calls reserve nothing and spend nothing.
     let unpriced = context("nobody/knows", None);
-    let u = budgets.reserve(&request(&unpriced, 100, 100)).await.unwrap();
+    let u = budgets
+        .reserve(&request(&unpriced, 100, 100))
+        .await
+        .unwrap();
     budgets.settle(u.reservation, &event(None, CacheOutcome::Miss));
     assert_eq!(status_of(&budgets, "all").await.spent_usd, d("0.000123457"));
 }
@@ -322,7 +336,12 @@ async fn settle_replaces_the_reservation_with_the_real_cost_and_release_gives_it
 async fn a_reservation_never_settled_stops_counting_after_its_deadline() {
     let budgets = budgets_at(
         "2026-11-12T15:00:00Z",
-        vec![spec("all", BudgetScope::Global, "0.0005", BudgetPeriod::Daily)],
+        vec![spec(
+            "all",
+            BudgetScope::Global,
+            "0.0005",
+            BudgetPeriod::Daily,
+        )],
     );
     let mut ctx = context("mock/echo", None);
     ctx.timeout = Some(Duration::from_secs(30));
@@ -337,15 +356,23 @@ async fn a_reservation_never_settled_stops_counting_after_its_deadline() {
     // The lost call settles after all: its cost counts, its expired hold gives nothing back.
     budgets.settle(lost.reservation, &event(Some("0.0001"), CacheOutcome::Miss));
     let status = status_of(&budgets, "all").await;
-    assert_eq!((status.spent_usd, status.reserved_usd), (d("0.0001"), d("0.0003")));
+    assert_eq!(
+        (status.spent_usd, status.reserved_usd),
+        (d("0.0001"), d("0.0003"))
+    );
     budgets.release(next.reservation);
     assert_eq!(status_of(&budgets, "all").await.reserved_usd, d("0"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_soft_budget_admits_everything_and_warns_once_per_threshold_per_period() {
-    let soft = spec("soft", BudgetScope::Model("mock/echo".into()), "0.001", BudgetPeriod::Daily)
-        .mode(BudgetMode::Soft);
+    let soft = spec(
+        "soft",
+        BudgetScope::Model("mock/echo".into()),
+        "0.001",
+        BudgetPeriod::Daily,
+    )
+    .mode(BudgetMode::Soft);
     let budgets = budgets_at("2026-11-12T23:00:00Z", vec![soft]);
     let ctx = context("mock/echo", None);
     let mut warnings = Vec::new();
@@ -353,11 +380,18 @@ async fn a_soft_budget_admits_everything_and_warns_once_per_threshold_per_period
     for _ in 0..5 {
         let admitted = budgets.reserve(&request(&ctx, 100, 100)).await.unwrap();
         warnings.push(admitted.warnings.clone());
-        budgets.settle(admitted.reservation, &event(Some("0.0003"), CacheOutcome::Miss));
+        budgets.settle(
+            admitted.reservation,
+            &event(Some("0.0003"), CacheOutcome::Miss),
+        );
     }
     let counts: Vec<usize> = warnings.iter().map(Vec::len).collect();
     assert_eq!(counts, [0, 1, 1, 1, 0]);
-    assert!(warnings[1][0].contains("budget `soft`"), "{:?}", warnings[1]);
+    assert!(
+        warnings[1][0].contains("budget `soft`"),
+        "{:?}",
+        warnings[1]
+    );
     assert!(warnings[1][0].contains("reached 50%"), "{:?}", warnings[1]);
     assert!(warnings[2][0].contains("reached 80%"), "{:?}", warnings[2]);
     assert!(
@@ -376,7 +410,10 @@ async fn a_soft_budget_admits_everything_and_warns_once_per_threshold_per_period
     for _ in 0..2 {
         let admitted = budgets.reserve(&request(&ctx, 100, 100)).await.unwrap();
         again.extend(admitted.warnings);
-        budgets.settle(admitted.reservation, &event(Some("0.0003"), CacheOutcome::Miss));
+        budgets.settle(
+            admitted.reservation,
+            &event(Some("0.0003"), CacheOutcome::Miss),
+        );
     }
     assert_eq!(again.len(), 1, "{again:?}");
 }
@@ -392,7 +429,12 @@ async fn set_keeps_the_spend_of_a_budget_it_only_changes_and_remove_forgets_it()
     budgets.settle(a.reservation, &event(Some("0.25"), CacheOutcome::Miss));
     // A lower limit applies to the spend already counted.
     budgets
-        .set(spec("all", BudgetScope::Global, "0.25", BudgetPeriod::Daily))
+        .set(spec(
+            "all",
+            BudgetScope::Global,
+            "0.25",
+            BudgetPeriod::Daily,
+        ))
         .unwrap();
     assert_eq!(budgets.list().len(), 1);
     assert_eq!(budgets.list()[0].limit_usd, d("0.25"));
@@ -400,7 +442,12 @@ async fn set_keeps_the_spend_of_a_budget_it_only_changes_and_remove_forgets_it()
     assert!(budgets.reserve(&request(&ctx, 100, 100)).await.is_err());
     // Another period: counting starts again.
     budgets
-        .set(spec("all", BudgetScope::Global, "0.25", BudgetPeriod::Weekly))
+        .set(spec(
+            "all",
+            BudgetScope::Global,
+            "0.25",
+            BudgetPeriod::Weekly,
+        ))
         .unwrap();
     assert_eq!(status_of(&budgets, "all").await.spent_usd, d("0"));
     assert!(budgets.remove("all").unwrap());
@@ -420,7 +467,12 @@ async fn seed_starts_the_current_period_from_the_ledgers_spend() {
     assert!(budgets.seed("all", today, d("0.4")).await.unwrap());
     // Seeding again replaces the seed; another period is not this one.
     assert!(budgets.seed("all", today, d("0.5")).await.unwrap());
-    assert!(!budgets.seed("all", ts("2026-11-11T00:00:00Z"), d("9")).await.unwrap());
+    assert!(
+        !budgets
+            .seed("all", ts("2026-11-11T00:00:00Z"), d("9"))
+            .await
+            .unwrap()
+    );
     assert!(budgets.seed("nope", today, d("1")).await.is_err());
     let status = status_of(&budgets, "all").await;
     assert_eq!((status.spent_usd, status.percent), (d("0.5"), d("50")));

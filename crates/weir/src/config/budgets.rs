@@ -64,7 +64,11 @@ pub(super) fn budgets(c: &mut Checker<'_>, raw: &RawConfig) -> BudgetsConfig {
     }
     for (var, id, period) in [
         ("LLM_DAILY_BUDGET", "global-daily", BudgetPeriod::Daily),
-        ("LLM_MONTHLY_BUDGET", "global-monthly", BudgetPeriod::Monthly),
+        (
+            "LLM_MONTHLY_BUDGET",
+            "global-monthly",
+            BudgetPeriod::Monthly,
+        ),
     ] {
         let Some(text) = c.env.var(var).filter(|v| !v.trim().is_empty()) else {
             continue;
@@ -81,9 +85,8 @@ pub(super) fn budgets(c: &mut Checker<'_>, raw: &RawConfig) -> BudgetsConfig {
         };
         // The environment wins over a file budget with the same id.
         out.specs.retain(|s| s.id != id);
-        out.specs.push(
-            BudgetSpec::new(id, BudgetScope::Global, limit, period).mode(BudgetMode::Hard),
-        );
+        out.specs
+            .push(BudgetSpec::new(id, BudgetScope::Global, limit, period).mode(BudgetMode::Hard));
     }
     let mut seen: Vec<&str> = Vec::new();
     for (i, s) in out.specs.iter().enumerate() {
@@ -113,7 +116,9 @@ fn spec(
             Some(given) if given.as_str() != Some(id) => {
                 c.problem(
                     format!("{path}.id"),
-                    format!("`{given}` differs from its key `{id}`; leave `id` out or make them match"),
+                    format!(
+                        "`{given}` differs from its key `{id}`; leave `id` out or make them match"
+                    ),
                 );
                 return None;
             }

@@ -353,9 +353,17 @@ budgets:
     let all = &b.specs[0];
     assert_eq!(
         (&all.scope, all.limit_usd, all.period, all.mode),
-        (&BudgetScope::Global, Decimal::from(100), BudgetPeriod::Daily, BudgetMode::Hard)
+        (
+            &BudgetScope::Global,
+            Decimal::from(100),
+            BudgetPeriod::Daily,
+            BudgetMode::Hard
+        )
     );
-    assert_eq!((all.time_zone.as_str(), all.thresholds.as_slice()), ("UTC", &DEFAULT_THRESHOLDS[..]));
+    assert_eq!(
+        (all.time_zone.as_str(), all.thresholds.as_slice()),
+        ("UTC", &DEFAULT_THRESHOLDS[..])
+    );
     let search = &b.specs[1];
     assert_eq!(search.scope, BudgetScope::Team("search".into()));
     assert_eq!(search.limit_usd, Decimal::new(125, 1));
@@ -363,7 +371,10 @@ budgets:
         search.period,
         BudgetPeriod::Rolling(std::time::Duration::from_secs(7 * 24 * 3600))
     );
-    assert_eq!((search.mode, search.thresholds.as_slice()), (BudgetMode::Soft, &[0.9][..]));
+    assert_eq!(
+        (search.mode, search.thresholds.as_slice()),
+        (BudgetMode::Soft, &[0.9][..])
+    );
 
     let map = "
 budgets:
@@ -391,7 +402,10 @@ fn llm_budget_variables_add_hard_global_budgets() {
     let file = "budgets:\n  global-daily: { scope: global, limit_usd: 1, period: daily }\n";
     let c = Config::from_yaml(
         file,
-        &env(&[("LLM_DAILY_BUDGET", "25"), ("LLM_MONTHLY_BUDGET", "$400.50")]),
+        &env(&[
+            ("LLM_DAILY_BUDGET", "25"),
+            ("LLM_MONTHLY_BUDGET", "$400.50"),
+        ]),
     )
     .unwrap();
     let specs = &c.budgets.specs;
@@ -400,10 +414,18 @@ fn llm_budget_variables_add_hard_global_budgets() {
     let daily = specs.iter().find(|s| s.id == "global-daily").unwrap();
     assert_eq!(
         (&daily.scope, daily.limit_usd, daily.period, daily.mode),
-        (&BudgetScope::Global, Decimal::from(25), BudgetPeriod::Daily, BudgetMode::Hard)
+        (
+            &BudgetScope::Global,
+            Decimal::from(25),
+            BudgetPeriod::Daily,
+            BudgetMode::Hard
+        )
     );
     let monthly = specs.iter().find(|s| s.id == "global-monthly").unwrap();
-    assert_eq!((monthly.limit_usd, monthly.period), (Decimal::new(40050, 2), BudgetPeriod::Monthly));
+    assert_eq!(
+        (monthly.limit_usd, monthly.period),
+        (Decimal::new(40050, 2), BudgetPeriod::Monthly)
+    );
 
     let err = Config::from_yaml("", &env(&[("LLM_DAILY_BUDGET", "lots")])).unwrap_err();
     assert_eq!(err.problems[0].path, "env LLM_DAILY_BUDGET");

@@ -267,10 +267,6 @@ impl BudgetSpec {
             .into_iter()
             .map(|(field, reason)| format!("{field}: {reason}"))
             .collect();
-        Err(format!(
-            "invalid budget `{}`: {}",
-            self.id,
-            listed.join("; ")
-        ))
+        Err(format!("budget `{}`: {}", self.id, listed.join("; ")))
     }
 }

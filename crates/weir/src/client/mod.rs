@@ -160,6 +160,9 @@ pub struct Status {
     pub deployments: Vec<DeploymentStatus>,
     /// The inbound rate limiter's backend and health; `None` without one.
     pub limits: Option<crate::limits::LimitsHealth>,
+    /// The spend budgets' backend and health (their spend: [`Budgets::status`]); `None`
+    /// without budgets.
+    pub budgets: Option<crate::limits::LimitsHealth>,
 }
 
 /// One deployment's health, for `/status`.
@@ -665,6 +668,7 @@ impl Client {
             keys,
             deployments,
             limits: self.inner.limits.as_ref().map(|l| l.health()),
+            budgets: self.inner.budgets.as_ref().map(|b| b.health()),
         }
     }
 

@@ -68,17 +68,8 @@ fn keys_are_created_listed_updated_rotated_and_revoked() {
     let out = keys(
         port,
         &[
-            "create",
-            "--name",
-            "web",
-            "--team",
-            "search",
-            "--model",
-            "mock/*",
-            "--rpm",
-            "20",
-            "--meta",
-            "owner=ops",
+            "create", "--name", "web", "--team", "search", "--model", "mock/*", "--rpm", "20",
+            "--meta", "owner=ops",
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -90,16 +81,10 @@ fn keys_are_created_listed_updated_rotated_and_revoked() {
         .to_owned();
     assert!(key.starts_with("wk-"), "{stdout}");
     assert!(stdout.contains("shown this once"), "{stdout}");
-    assert!(
-        stdout.contains("team=search") && stdout.contains("rpm=20"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("team=search") && stdout.contains("rpm=20"), "{stdout}");
     let id = stdout.split_whitespace().next().unwrap().to_owned();
     assert!(id.starts_with("key_"), "{stdout}");
-    assert!(
-        dir.join("weir.sqlite3").exists(),
-        "the store is in WEIR_DATA_DIR"
-    );
+    assert!(dir.join("weir.sqlite3").exists(), "the store is in WEIR_DATA_DIR");
 
     let out = keys(port, &["list"]);
     let listing = text(&out.stdout);
@@ -122,11 +107,7 @@ fn keys_are_created_listed_updated_rotated_and_revoked() {
 
     let out = keys(port, &["revoke", &id]);
     assert!(out.status.success());
-    assert!(
-        text(&out.stdout).contains("revoked"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).contains("revoked"), "{}", text(&out.stdout));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -154,10 +135,7 @@ fn mistakes_are_reported_with_what_to_do() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(
-        err.contains("401") && err.contains("WEIR_ADMIN_KEY"),
-        "{err}"
-    );
+    assert!(err.contains("401") && err.contains("WEIR_ADMIN_KEY"), "{err}");
     assert!(!err.contains("wrong\""), "{err}");
 
     let closed = free_port();

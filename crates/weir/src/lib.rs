@@ -8,7 +8,9 @@
 //! - [`provider::Provider`]: the trait each upstream API implements (OpenAI and compatible
 //!   servers, Anthropic, and the offline mock);
 //! - [`Error`]: the one error type, which knows whether a retry could help and its HTTP status;
-//! - [`limits::InboundLimits`]: rate limits per gateway key, user, team and client address.
+//! - [`limits::InboundLimits`]: rate limits per gateway key, user, team and client address;
+//! - [`budgets::Budgets`]: spend limits in dollars per period, per key, user, team, project,
+//!   model or globally.
 //!
 //! Request and response types are OpenAI-shaped and live in the `weir-types` crate.
 //!
@@ -48,6 +50,7 @@
 
 pub mod access;
 pub mod breaker;
+pub mod budgets;
 pub mod cache;
 pub mod client;
 pub mod config;

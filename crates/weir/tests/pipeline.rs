@@ -673,6 +673,7 @@ impl Admission for Reports {
         Ok(Admitted {
             reservation: Box::new(()),
             quota: Some(self.0),
+            warnings: Vec::new(),
         })
     }
 

@@ -427,13 +427,13 @@ impl Client {
     /// End a call answered without an upstream call of its own: a hit, or a copy of an
     /// identical call's answer. Its usage is the answer's, at no cost.
     fn finish_free(
-        call: Call,
+        mut call: Call,
         provider: &str,
         upstream_model: &str,
         usage: Option<weir_types::chat::Usage>,
     ) -> super::ResponseMeta {
         let client = call.client.clone();
-        let quota = call.quota;
+        let verdict = std::mem::take(&mut call.verdict);
         let event = call.finish(Ending {
             route: Some(super::Route {
                 provider: provider.to_owned(),
@@ -442,7 +442,7 @@ impl Client {
             usage: usage.clone(),
             ..Ending::default()
         });
-        meta_of(&client, event, usage, None, quota)
+        meta_of(&client, event, usage, None, verdict)
     }
 
     /// `chat_with` after admission: the cache, then single-flight, then the engine.

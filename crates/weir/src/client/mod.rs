@@ -44,6 +44,7 @@ pub use stats::ModelTotals;
 pub use stream::{ChatStream, StreamSummary};
 
 use crate::breaker::BreakerSnapshot;
+use crate::budgets::Budgets;
 use crate::config::{Config, ProviderKind};
 use crate::error::{Error, Result};
 use crate::limits::InboundLimits;
@@ -93,6 +94,10 @@ pub struct ResponseMeta {
     pub coalesced: bool,
     /// The call's tags (from its context, and any a response hook added).
     pub tags: Tags,
+    /// Budgets that crossed a warning threshold with this call (the gateway sends each as
+    /// an `x-weir-budget-warning` header). Usually empty, and then not serialised.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budget_warnings: Vec<String>,
 }
 
 mod duration_ms {
@@ -155,6 +160,9 @@ pub struct Status {
     pub deployments: Vec<DeploymentStatus>,
     /// The inbound rate limiter's backend and health; `None` without one.
     pub limits: Option<crate::limits::LimitsHealth>,
+    /// The spend budgets' backend and health (their spend: [`Budgets::status`]); `None`
+    /// without budgets.
+    pub budgets: Option<crate::limits::LimitsHealth>,
 }
 
 /// One deployment's health, for `/status`.
@@ -186,6 +194,8 @@ pub(crate) struct Inner {
     pub(crate) seams: Seams,
     /// The inbound rate limiter the builder registered (also the first admission).
     limits: Option<Arc<InboundLimits>>,
+    /// The spend budgets the builder registered (the admission after the limiter).
+    budgets: Option<Arc<Budgets>>,
 }
 
 /// The weir client. Cheap to clone.
@@ -219,6 +229,8 @@ pub struct ClientBuilder {
     seams: Seams,
     /// Register the inbound limiter even when the config sets no limit.
     always_limit: bool,
+    /// Budgets given by the caller (else built from the config's, if it has any).
+    budgets: Option<Arc<Budgets>>,
 }
 
 fn pool_for(pc: &crate::config::ProviderConfig) -> KeyPool {
@@ -276,14 +288,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Hold calls to these spend budgets (instead of building them from `budgets:` in the
+    /// config): for a gateway that seeds them, changes them at run time, or shows their
+    /// status. They run right after the inbound rate limiter.
+    pub fn budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
     /// Whether the built client needs an inbound limiter.
     fn wants_limits(&self) -> bool {
         self.always_limit || self.config.limits.any()
     }
 
     /// Build the client. Redis needs a connection first: use [`ClientBuilder::build_async`]
-    /// when `cache.redis` is configured, or `redis:` with inbound limits.
-    pub fn build(self) -> Result<Client> {
+    /// when `cache.redis` is configured, or `redis:` with inbound limits or budgets.
+    pub fn build(mut self) -> Result<Client> {
         if cfg!(feature = "redis") && self.config.cache.enabled && self.config.cache.redis.is_some()
         {
             return Err(Error::config(
@@ -301,31 +321,55 @@ impl ClientBuilder {
         } else {
             Some(InboundLimits::in_memory(&self.config.limits))
         };
-        self.build_with(None, limits)
+        let budgets = match self.budgets.take() {
+            Some(b) => Some(b),
+            None if !self.config.budgets.any() => None,
+            None if self.config.redis.is_some() => {
+                return Err(Error::config(
+                    "redis",
+                    "budgets in Redis are connected asynchronously: build the client with `build_async().await`",
+                ));
+            }
+            None => Some(Arc::new(Budgets::in_memory(&self.config)?)),
+        };
+        self.build_with(None, limits, budgets)
     }
 
-    /// Build the client, connecting the shared Redis cache tier and the inbound limits'
-    /// Redis if they are configured.
-    pub async fn build_async(self) -> Result<Client> {
+    /// Build the client, connecting the shared Redis cache tier and the Redis of inbound
+    /// limits and budgets if they are configured.
+    pub async fn build_async(mut self) -> Result<Client> {
         let redis = cached::CacheLayer::connect_redis(&self.config.cache).await?;
         let limits = if self.wants_limits() {
             Some(InboundLimits::new(&self.config.limits, self.config.redis.as_ref()).await?)
         } else {
             None
         };
-        self.build_with(redis, limits)
+        let budgets = match self.budgets.take() {
+            Some(b) => Some(b),
+            None if self.config.budgets.any() => Some(Arc::new(Budgets::new(&self.config).await?)),
+            None => None,
+        };
+        self.build_with(redis, limits, budgets)
     }
 
     fn build_with(
         mut self,
         redis: Option<crate::cache::redis::RedisStore>,
         limits: Option<InboundLimits>,
+        budgets: Option<Arc<Budgets>>,
     ) -> Result<Client> {
         let limits = limits.map(Arc::new);
         if let Some(l) = &limits {
             // First: a caller over its limit is refused before any other admission reserves.
             let admission: Arc<dyn Admission> = l.clone();
             self.seams.admissions.insert(0, admission);
+        }
+        if let Some(b) = &budgets {
+            // Right after the limiter: a call the limiter refuses never holds budget money.
+            let admission: Arc<dyn Admission> = b.clone();
+            self.seams
+                .admissions
+                .insert(usize::from(limits.is_some()), admission);
         }
         crate::provider::http::install_crypto_provider();
         let mut config = self.config;
@@ -378,6 +422,7 @@ impl ClientBuilder {
                 cache,
                 seams: self.seams,
                 limits,
+                budgets,
             }),
         })
     }
@@ -400,6 +445,7 @@ impl Client {
             custom: Vec::new(),
             seams: Seams::default(),
             always_limit: false,
+            budgets: None,
         }
     }
 
@@ -411,6 +457,12 @@ impl Client {
     /// [`InboundLimits::health`]); `None` when the config sets no limit.
     pub fn inbound_limits(&self) -> Option<&Arc<InboundLimits>> {
         self.inner.limits.as_ref()
+    }
+
+    /// The spend budgets the builder registered (to change them at run time, seed them, or
+    /// read their status); `None` when the config has none and none were given.
+    pub fn budgets(&self) -> Option<&Arc<Budgets>> {
+        self.inner.budgets.as_ref()
     }
 
     /// Where a model name would be sent first (a group's first deployment).
@@ -616,6 +668,7 @@ impl Client {
             keys,
             deployments,
             limits: self.inner.limits.as_ref().map(|l| l.health()),
+            budgets: self.inner.budgets.as_ref().map(|b| b.health()),
         }
     }
 

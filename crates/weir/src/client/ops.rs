@@ -95,7 +95,7 @@ impl Client {
     /// non-streamed operation. `usage_of` reads the answer's usage.
     pub(crate) async fn complete<T, F, Fut>(
         &self,
-        call: Call,
+        mut call: Call,
         demand: DemandEstimate<'_>,
         upstream_call: F,
         usage_of: impl FnOnce(&T) -> Option<Usage>,
@@ -120,9 +120,9 @@ impl Client {
                 let usage = usage_of(&up.body);
                 let rate_limit = up.meta.rate_limit.take();
                 ending.usage = usage.clone();
-                let quota = call.quota;
+                let verdict = std::mem::take(&mut call.verdict);
                 let event = call.finish(ending);
-                Ok((up, meta_of(self, event, usage, rate_limit, quota)))
+                Ok((up, meta_of(self, event, usage, rate_limit, verdict)))
             }
             Err(failed) => Err(call.fail_unrouted(failed)),
         }

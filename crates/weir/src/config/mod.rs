@@ -13,8 +13,10 @@
 //! Environment overrides (after the file): `WEIR_LISTEN`, `WEIR_API_KEYS` (comma-separated),
 //! `WEIR_DEFAULT_MODEL`, `WEIR_LOG_BODIES`, `WEIR_ADMIN_KEY`, `WEIR_POSTGRES_URL`, `WEIR_REDIS_URL` (the shared `redis.url`), and the
 //! tool-neutral `LLM_PROVIDER` (provider for bare model names), `LLM_FORCE_MOCK`,
-//! `LLM_MAX_RETRIES` and `LLM_RETRY_BACKOFF_BASE`.
+//! `LLM_MAX_RETRIES`, `LLM_RETRY_BACKOFF_BASE`, and `LLM_DAILY_BUDGET` / `LLM_MONTHLY_BUDGET`
+//! (dollars: hard global budgets `global-daily` and `global-monthly`, in UTC).
 
+mod budgets;
 mod groups;
 mod inbound;
 mod model;

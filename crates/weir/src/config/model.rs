@@ -29,8 +29,11 @@ pub struct Config {
     pub mock: MockConfig,
     /// Inbound rate limits per gateway key, user, team and client address.
     pub limits: crate::limits::LimitsConfig,
-    /// Shared state for several gateway instances (rate limits live here when it is set).
+    /// Shared state for several gateway instances (rate limits and budgets live here when
+    /// it is set).
     pub redis: Option<RedisConfig>,
+    /// Spend budgets (`budgets:`, and `LLM_DAILY_BUDGET` / `LLM_MONTHLY_BUDGET`).
+    pub budgets: crate::budgets::BudgetsConfig,
     pub store: StoreConfig,
 }
 

@@ -27,6 +27,17 @@ pub struct RawConfig {
     pub store: RawStore,
     pub limits: RawInboundLimits,
     pub redis: Option<RawRedis>,
+    pub budgets: Option<RawBudgets>,
+}
+
+/// `budgets:`: a list of budget specs, or a map of them by id that may also hold the
+/// settings `on_store_error` and `store_timeout`. Each spec stays a JSON value here, so the
+/// validation phase reports a bad one with its own path and carries on with the rest.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawBudgets {
+    List(Vec<serde_json::Value>),
+    Map(BTreeMap<String, serde_json::Value>),
 }
 
 /// `limits:`: inbound rate limits.

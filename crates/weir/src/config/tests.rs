@@ -326,3 +326,143 @@ fn unknown_limit_keys_are_refused() {
     let err = Config::from_yaml("limits:\n  per_tenant: { rpm: 5 }\n", &env(&[])).unwrap_err();
     assert!(err.problems[0].reason.contains("per_tenant"), "{err}");
 }
+
+#[test]
+fn budgets_are_read_as_a_list_or_a_map_by_id() {
+    use crate::budgets::{BudgetMode, BudgetPeriod, BudgetScope, DEFAULT_THRESHOLDS};
+    use rust_decimal::Decimal;
+    let list = "
+budgets:
+  - id: all-daily
+    scope: global
+    limit_usd: 100
+    period: daily
+  - id: search-weekly
+    scope: { team: search }
+    limit_usd: 12.5
+    period: { rolling: 7d }
+    time_zone: America/New_York
+    mode: soft
+    thresholds: [0.9]
+";
+    let c = Config::from_yaml(list, &env(&[])).unwrap();
+    let b = &c.budgets;
+    assert!(b.any());
+    assert_eq!(b.on_store_error, crate::limits::OnStoreError::Allow);
+    assert_eq!(b.specs.len(), 2);
+    let all = &b.specs[0];
+    assert_eq!(
+        (&all.scope, all.limit_usd, all.period, all.mode),
+        (
+            &BudgetScope::Global,
+            Decimal::from(100),
+            BudgetPeriod::Daily,
+            BudgetMode::Hard
+        )
+    );
+    assert_eq!(
+        (all.time_zone.as_str(), all.thresholds.as_slice()),
+        ("UTC", &DEFAULT_THRESHOLDS[..])
+    );
+    let search = &b.specs[1];
+    assert_eq!(search.scope, BudgetScope::Team("search".into()));
+    assert_eq!(search.limit_usd, Decimal::new(125, 1));
+    assert_eq!(
+        search.period,
+        BudgetPeriod::Rolling(std::time::Duration::from_secs(7 * 24 * 3600))
+    );
+    assert_eq!(
+        (search.mode, search.thresholds.as_slice()),
+        (BudgetMode::Soft, &[0.9][..])
+    );
+
+    let map = "
+budgets:
+  on_store_error: deny
+  store_timeout: 100ms
+  gpt-monthly: { scope: { model: smart }, limit_usd: '30', period: monthly }
+";
+    let c = Config::from_yaml(map, &env(&[])).unwrap();
+    let b = &c.budgets;
+    assert_eq!(b.on_store_error, crate::limits::OnStoreError::Deny);
+    assert_eq!(b.store_timeout, std::time::Duration::from_millis(100));
+    assert_eq!(b.specs.len(), 1);
+    assert_eq!(b.specs[0].id, "gpt-monthly");
+    assert_eq!(b.specs[0].scope, BudgetScope::Model("smart".into()));
+    assert_eq!(b.specs[0].period, BudgetPeriod::Monthly);
+
+    let none = Config::from_yaml("", &env(&[])).unwrap();
+    assert!(!none.budgets.any());
+}
+
+#[test]
+fn llm_budget_variables_add_hard_global_budgets() {
+    use crate::budgets::{BudgetMode, BudgetPeriod, BudgetScope};
+    use rust_decimal::Decimal;
+    let file = "budgets:\n  global-daily: { scope: global, limit_usd: 1, period: daily }\n";
+    let c = Config::from_yaml(
+        file,
+        &env(&[
+            ("LLM_DAILY_BUDGET", "25"),
+            ("LLM_MONTHLY_BUDGET", "$400.50"),
+        ]),
+    )
+    .unwrap();
+    let specs = &c.budgets.specs;
+    // The environment's daily budget replaces the file's with the same id.
+    assert_eq!(specs.len(), 2);
+    let daily = specs.iter().find(|s| s.id == "global-daily").unwrap();
+    assert_eq!(
+        (&daily.scope, daily.limit_usd, daily.period, daily.mode),
+        (
+            &BudgetScope::Global,
+            Decimal::from(25),
+            BudgetPeriod::Daily,
+            BudgetMode::Hard
+        )
+    );
+    let monthly = specs.iter().find(|s| s.id == "global-monthly").unwrap();
+    assert_eq!(
+        (monthly.limit_usd, monthly.period),
+        (Decimal::new(40050, 2), BudgetPeriod::Monthly)
+    );
+
+    let err = Config::from_yaml("", &env(&[("LLM_DAILY_BUDGET", "lots")])).unwrap_err();
+    assert_eq!(err.problems[0].path, "env LLM_DAILY_BUDGET");
+    assert!(err.problems[0].reason.contains("`lots`"), "{err}");
+}
+
+#[test]
+fn bad_budgets_are_reported_with_their_paths() {
+    let yaml = "
+budgets:
+  on_store_error: maybe
+  a: { scope: global, limit_usd: 0, period: daily, time_zone: Nowhere/City }
+  b: { id: c, scope: global, limit_usd: 1, period: daily }
+  d: { scope: { squad: x }, limit_usd: 1, period: daily }
+  e: { scope: global, limit_usd: 1, period: hourly }
+  f: { scope: global, limit_usd: 1, period: daily, thresholds: [0] }
+";
+    let err = Config::from_yaml(yaml, &env(&[])).unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "budgets.a.limit_usd",
+            "budgets.a.time_zone",
+            "budgets.b.id",
+            "budgets.d.scope",
+            "budgets.e.period",
+            "budgets.f.thresholds",
+            "budgets.on_store_error",
+        ],
+        "{err}"
+    );
+    let err = Config::from_yaml(
+        "budgets:\n  - { id: x, scope: global, limit_usd: 1, period: daily }\n  - { id: x, scope: global, limit_usd: 2, period: daily }\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(err.problems[0].path, "budgets[1].id");
+    assert!(err.problems[0].reason.contains("two budgets"), "{err}");
+}

@@ -176,6 +176,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let store = store(&mut c, &raw);
     let limits = super::inbound::limits(&mut c, &raw);
     let redis = super::inbound::redis(&mut c, &raw);
+    let budgets = super::budgets::budgets(&mut c, &raw);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -191,6 +192,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             store,
             limits,
             redis,
+            budgets,
         })
     } else {
         Err(c.problems)

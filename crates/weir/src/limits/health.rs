@@ -1,8 +1,10 @@
-//! The limit store's health: errors counted, the last one kept, warnings spaced out, and a
-//! short pause after a run of failures during which calls skip the store.
+//! A limit store's health (the inbound limiter's, the budgets'): errors counted, the last one
+//! kept, warnings spaced out, and a short pause after a run of failures during which calls skip
+//! the store.
 //!
 //! The pause is what keeps a dead store from costing every call its timeout: for
-//! [`RETRY_STORE_AFTER`] after [`PAUSE_AFTER`] failures in a row, calls go straight to `limits.on_store_error`; the
+//! [`RETRY_STORE_AFTER`] after [`PAUSE_AFTER`] failures in a row, calls go straight to the
+//! `on_store_error` setting; the
 //! first call after it tries the store again (and the connection reconnects on its own).
 #![cfg_attr(
     not(feature = "redis"),
@@ -23,7 +25,8 @@ pub(crate) const PAUSE_AFTER: u32 = 3;
 /// The least time between two warnings about the store.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
-/// The inbound limiter's health, for the gateway's `/status` and `/ready`.
+/// A limit store's health (the inbound limiter's or the budgets'), for the gateway's
+/// `/status` and `/ready`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LimitsHealth {
     /// Where limit state lives: `memory` or `redis`.
@@ -39,6 +42,8 @@ pub struct LimitsHealth {
 #[derive(Debug)]
 pub(crate) struct Health {
     backend: &'static str,
+    /// What the store serves, for warnings: `inbound rate limits`, `budgets`.
+    subject: &'static str,
     base: Instant,
     errors: AtomicU64,
     /// Failures since the store last answered.
@@ -54,9 +59,10 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    pub(crate) fn new(backend: &'static str) -> Self {
+    pub(crate) fn new(backend: &'static str, subject: &'static str) -> Self {
         Self {
             backend,
+            subject,
             base: Instant::now(),
             errors: AtomicU64::new(0),
             in_a_row: AtomicU32::new(0),
@@ -102,10 +108,11 @@ impl Health {
                 .is_ok()
         {
             tracing::warn!(
+                subject = self.subject,
                 backend = self.backend,
                 errors,
                 error = %message,
-                "inbound rate limits: the limit store failed; applying limits.on_store_error"
+                "a limit store failed; applying its on_store_error setting"
             );
         }
         if let Ok(mut last) = self.last_error.lock() {

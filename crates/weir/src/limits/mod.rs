@@ -65,7 +65,7 @@
 //! [`Principal::limits`]: crate::Principal::limits
 
 mod gcra;
-mod health;
+pub(crate) mod health;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -292,7 +292,7 @@ impl InboundLimits {
         Self {
             config: config.clone(),
             store: Store::Memory(MemoryCells::new()),
-            health: Arc::new(Health::new("memory")),
+            health: Arc::new(Health::new("memory", "inbound rate limits")),
         }
     }
 
@@ -319,7 +319,7 @@ impl InboundLimits {
         #[cfg(feature = "redis")]
         {
             let cells = redis::RedisCells::open(redis, config.store_timeout)?;
-            let health = Arc::new(Health::new("redis"));
+            let health = Arc::new(Health::new("redis", "inbound rate limits"));
             // The first connection gets a little longer than a check: it includes the TCP
             // (and TLS) handshake and loading the script.
             let connect = config.store_timeout.max(Duration::from_secs(2));
@@ -478,6 +478,7 @@ impl InboundLimits {
                 Ok(Admitted {
                     reservation: Box::new(held),
                     quota,
+                    warnings: Vec::new(),
                 })
             }
             Ok(Err(refusal)) => {
@@ -535,6 +536,7 @@ impl Admission for InboundLimits {
                 Ok((held, quota)) => Ok(Admitted {
                     reservation: Box::new(held),
                     quota,
+                    warnings: Vec::new(),
                 }),
                 Err(refusal) => Err(Self::refused(&plan, refusal)),
             },

@@ -47,6 +47,15 @@ impl Ending {
     }
 }
 
+/// What a call's admissions reported for its answer's metadata.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Verdict {
+    /// The tightest quota.
+    pub(crate) quota: Option<Quota>,
+    /// Every warning, in admission order.
+    pub(crate) warnings: Vec<String>,
+}
+
 /// One call in progress. See the module docs.
 pub(crate) struct Call {
     pub(crate) client: Client,
@@ -56,8 +65,8 @@ pub(crate) struct Call {
     pub(crate) deadline: Instant,
     pub(crate) cache: CacheOutcome,
     reservations: Vec<(Arc<dyn Admission>, Reservation)>,
-    /// The tightest quota the admissions reported, for the answer's metadata.
-    pub(crate) quota: Option<Quota>,
+    /// What the admissions reported, for the answer's metadata.
+    pub(crate) verdict: Verdict,
     pub(crate) span: tracing::Span,
     finished: bool,
 }
@@ -123,7 +132,7 @@ impl Client {
             deadline,
             cache: CacheOutcome::Bypass,
             reservations: Vec::new(),
-            quota: None,
+            verdict: Verdict::default(),
             span,
             finished: false,
         };
@@ -149,11 +158,14 @@ impl Call {
             max_output_tokens,
         };
         let mut held = Vec::with_capacity(admissions.len());
-        let mut quota = None;
+        let mut verdict = Verdict::default();
         for admission in admissions {
             match admission.reserve(&request).await {
                 Ok(admitted) => {
-                    quota = Quota::tightest(quota, admitted.quota);
+                    verdict.quota = Quota::tightest(verdict.quota, admitted.quota);
+                    if !admitted.warnings.is_empty() {
+                        verdict.warnings.extend(admitted.warnings);
+                    }
                     held.push((Arc::clone(admission), admitted.reservation));
                 }
                 Err(e) => {
@@ -165,7 +177,7 @@ impl Call {
             }
         }
         self.reservations = held;
-        self.quota = quota;
+        self.verdict = verdict;
         Ok(())
     }
 
@@ -275,10 +287,11 @@ impl Call {
             cost_usd: self.cache.is_free().then_some(Decimal::ZERO),
             key_id: start.key_label.clone(),
             rate_limit: start.rate_limit.clone(),
-            quota: self.quota,
+            quota: self.verdict.quota,
             cache: CacheStatus::from(self.cache),
             coalesced: self.cache == CacheOutcome::Coalesced,
             tags: self.context.tags.clone(),
+            budget_warnings: self.verdict.warnings.clone(),
         };
         run_response_hooks(&self.client, &self.context, &mut meta);
         meta
@@ -303,14 +316,14 @@ pub(crate) struct StreamStart {
     pub(crate) lease: Option<Lease>,
 }
 
-/// The metadata of a finished call's answer, from its event and the quota its admissions
-/// left (read from the call before it finished). Response hooks see it.
+/// The metadata of a finished call's answer, from its event and what its admissions
+/// reported (taken from the call before it finished). Response hooks see it.
 pub(crate) fn meta_of(
     client: &Client,
     event: UsageEvent,
     usage: Option<Usage>,
     rate_limit: Option<RateLimitSnapshot>,
-    quota: Option<Quota>,
+    verdict: Verdict,
 ) -> ResponseMeta {
     let (provider, upstream_model, key_id) = match event.route {
         Some(r) => (r.provider, r.upstream_model, r.key_label),
@@ -331,10 +344,11 @@ pub(crate) fn meta_of(
         cost_usd: event.cost_usd,
         key_id,
         rate_limit,
-        quota,
+        quota: verdict.quota,
         cache: CacheStatus::from(event.cache),
         coalesced: event.cache == CacheOutcome::Coalesced,
         tags: event.context.tags.clone(),
+        budget_warnings: verdict.warnings,
     };
     run_response_hooks(client, &event.context, &mut meta);
     meta

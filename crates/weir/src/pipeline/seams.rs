@@ -55,14 +55,18 @@ pub struct Admitted {
     /// Where the call stands against the admission's tightest limit, if it has limits: the
     /// call keeps the tightest of its admissions' quotas for its answer's metadata.
     pub quota: Option<Quota>,
+    /// Warnings for the caller (a budget crossed a threshold): they reach the answer's
+    /// [`ResponseMeta::budget_warnings`]. Usually empty.
+    pub warnings: Vec<String>,
 }
 
 impl Admitted {
-    /// Admitted with this reservation, reporting no quota.
+    /// Admitted with this reservation, reporting no quota and no warning.
     pub fn new(reservation: Reservation) -> Self {
         Self {
             reservation,
             quota: None,
+            warnings: Vec::new(),
         }
     }
 }

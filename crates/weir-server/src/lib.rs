@@ -117,6 +117,16 @@ pub fn router_with(
                 .delete(routes::keys::revoke),
         )
         .route("/admin/keys/{id}/revoke", post(routes::keys::revoke))
+        .route(
+            "/admin/budgets",
+            get(routes::budgets::list).post(routes::budgets::create),
+        )
+        .route(
+            "/admin/budgets/{id}",
+            get(routes::budgets::show)
+                .put(routes::budgets::put)
+                .delete(routes::budgets::remove),
+        )
         .route("/admin/keys/{id}/rotate", post(routes::keys::rotate))
         .route("/cache/stats", get(routes::admin::cache_stats))
         .route("/cache", axum::routing::delete(routes::admin::clear_cache))
@@ -197,7 +207,9 @@ impl Server {
         }
         // The tokenizer is built by the key pools, once a key's token window is half used
         // (requests reserve a cheap upper bound until then).
-        let mut builder = weir::Client::builder(config);
+        // Always there, so the admin API can set budgets at run time.
+        let budgets = std::sync::Arc::new(weir::budgets::Budgets::new(&config).await?);
+        let mut builder = weir::Client::builder(config).budgets(budgets);
         if keys.is_some() {
             // Stored keys carry their own limits, whatever the config sets.
             builder = builder.with_inbound_limits();

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per API surface.
 
 pub mod admin;
+pub mod budgets;
 pub mod chat;
 pub mod embeddings;
 pub mod keys;
@@ -88,6 +89,12 @@ pub fn meta_headers(h: &mut HeaderMap, meta: &ResponseMeta, started: Instant) {
     }
     if let Some(quota) = &meta.quota {
         quota_headers(h, quota);
+    }
+    for warning in &meta.budget_warnings {
+        static WARNING: HeaderName = HeaderName::from_static("x-weir-budget-warning");
+        if let Ok(v) = HeaderValue::from_str(warning) {
+            h.append(WARNING.clone(), v);
+        }
     }
 }
 

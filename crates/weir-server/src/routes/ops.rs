@@ -58,6 +58,7 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "keys": status.keys,
         "deployments": status.deployments,
         "limits": state.client.inbound_limits().map(|l| l.health()),
+        "budgets": state.client.budgets().map(|b| b.health()),
         "gateway_keys": state.keys.as_ref().map(|k| k.status()),
     }))
 }

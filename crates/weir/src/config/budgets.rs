@@ -6,7 +6,7 @@
 //!   - { id: all-daily, scope: global, limit_usd: 100, period: daily }
 //! budgets:                       # ...or a map by id, with the settings beside them
 //!   on_store_error: deny         # allow (default) or deny, when Redis fails
-//!   store_timeout: 250ms
+//!   store_timeout: 1s
 //!   search-weekly: { scope: { team: search }, limit_usd: 50, period: weekly }
 //! ```
 

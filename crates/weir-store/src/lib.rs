@@ -54,7 +54,7 @@ pub use error::{StoreError, StoreResult};
 pub use keys::{KeyHash, KeyLimits, KeyLimitsUpdate, KeyRecord, KeyStore, KeyUpdate, NewKey};
 pub use ledger::{
     Dimension, LedgerHealth, LedgerRecord, LedgerStore, LedgerWriter, Spend, SpendFilter, Spool,
-    SpoolError, UsageQuery, UsageRow,
+    SpoolError, SpoolOptions, UsageQuery, UsageRow,
 };
 pub use postgres::PostgresStore;
 pub use secret::{

@@ -38,12 +38,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::RoundingStrategy;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{StoreError, StoreResult};
 
-pub use spool::{LedgerHealth, LedgerWriter, Spool, SpoolError};
+pub use rust_decimal::Decimal;
+pub use spool::{LedgerHealth, LedgerWriter, Spool, SpoolError, SpoolOptions};
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;

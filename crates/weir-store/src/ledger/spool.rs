@@ -56,6 +56,9 @@ use crate::error::{StoreError, StoreResult, error_chain};
 
 pub use writer::{LedgerHealth, LedgerWriter};
 
+#[cfg(test)]
+mod tests;
+
 /// Roll to a new segment once the current one holds this much.
 pub const SEGMENT_BYTES: u64 = 16 << 20;
 /// After a failed roll, try again once this much more has been written.
@@ -89,6 +92,26 @@ pub enum SpoolError {
     Write(String),
 }
 
+/// How a spool is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// The most bytes waiting for the store before appends are refused.
+    pub max_bytes: u64,
+    /// Roll to a new segment once the current one holds this much ([`SEGMENT_BYTES`] unless
+    /// a test wants many segments).
+    pub segment_bytes: u64,
+}
+
+impl SpoolOptions {
+    /// At most `max_bytes` waiting, segments of [`SEGMENT_BYTES`].
+    pub fn new(max_bytes: u64) -> Self {
+        SpoolOptions {
+            max_bytes,
+            segment_bytes: SEGMENT_BYTES,
+        }
+    }
+}
+
 /// `segment << 32 | byte`.
 pub(crate) fn join_offset(segment: u32, byte: u64) -> u64 {
     (u64::from(segment) << 32) | (byte & 0xffff_ffff)
@@ -113,6 +136,7 @@ struct Inner {
     dir: PathBuf,
     id: String,
     max_bytes: u64,
+    segment_bytes: u64,
     segments: Mutex<Segments>,
     /// Bytes in the spool's segments: those found at open plus those appended since.
     written: AtomicU64,
@@ -155,6 +179,16 @@ impl Spool {
     /// `max_bytes` not yet stored. Fails with [`StoreError::Spool`] when the directory cannot
     /// be used, or when another process has it open.
     pub fn open(dir: impl AsRef<Path>, max_bytes: u64) -> StoreResult<Spool> {
+        Spool::open_with(dir, SpoolOptions::new(max_bytes))
+    }
+
+    /// [`Spool::open`] with every option.
+    pub fn open_with(dir: impl AsRef<Path>, options: SpoolOptions) -> StoreResult<Spool> {
+        let SpoolOptions {
+            max_bytes,
+            segment_bytes,
+        } = options;
+        let segment_bytes = segment_bytes.clamp(1, SEGMENT_HARD_LIMIT / 2);
         let dir = dir.as_ref().to_path_buf();
         let fail = |cause: String| StoreError::Spool {
             dir: dir.display().to_string(),
@@ -191,12 +225,13 @@ impl Spool {
         let next = next.filter(|n| *n <= MAX_SEGMENT).ok_or_else(|| {
             fail("its segment numbers are exhausted: move the directory away once consumed".into())
         })?;
-        let current = create_segment(&dir, next)
+        let current = create_segment(&dir, next, segment_bytes)
             .map_err(|e| fail(format!("cannot create a segment: {e}")))?;
         Ok(Spool {
             inner: Arc::new(Inner {
                 id,
                 max_bytes,
+                segment_bytes,
                 segments: Mutex::new(Segments {
                     current: Arc::new(current),
                     retired: Vec::new(),
@@ -307,7 +342,7 @@ impl Spool {
         }
         let next = segment.number.checked_add(1).filter(|n| *n <= MAX_SEGMENT);
         let created = match next {
-            Some(n) => create_segment(&self.inner.dir, n),
+            Some(n) => create_segment(&self.inner.dir, n, self.inner.segment_bytes),
             None => Err(io::Error::other("segment numbers are exhausted")),
         };
         match created {
@@ -464,7 +499,7 @@ fn segment_path(dir: &Path, number: u32) -> PathBuf {
     dir.join(format!("spool-{number:010}.jsonl"))
 }
 
-fn create_segment(dir: &Path, number: u32) -> io::Result<Segment> {
+fn create_segment(dir: &Path, number: u32, roll_at: u64) -> io::Result<Segment> {
     let mut options = OpenOptions::new();
     options.append(true).create_new(true);
     #[cfg(unix)]
@@ -474,7 +509,7 @@ fn create_segment(dir: &Path, number: u32) -> io::Result<Segment> {
         number,
         file,
         len: AtomicU64::new(0),
-        roll_at: AtomicU64::new(SEGMENT_BYTES),
+        roll_at: AtomicU64::new(roll_at),
         writers: AtomicUsize::new(0),
         sealed: AtomicBool::new(false),
     })

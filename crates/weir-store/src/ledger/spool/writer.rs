@@ -147,10 +147,12 @@ impl LedgerWriter {
         flushed
     }
 
-    /// Stop the task at once, as a crash would: what is spooled and not yet committed stays
-    /// for the next writer on the same spool.
-    pub fn abort(self) {
+    /// Stop the task at once, as a crash would (mid-batch, or even mid-commit), and wait until
+    /// it is gone: what is spooled and not yet committed stays for the next writer on the
+    /// same spool.
+    pub async fn abort(self) {
         self.task.abort();
+        let _ = self.task.await;
     }
 
     /// The ledger's state for `/status`.

@@ -53,8 +53,8 @@ pub mod sqlite;
 pub use error::{StoreError, StoreResult};
 pub use keys::{KeyHash, KeyLimits, KeyLimitsUpdate, KeyRecord, KeyStore, KeyUpdate, NewKey};
 pub use ledger::{
-    Dimension, LedgerHealth, LedgerRecord, LedgerStore, LedgerWriter, Spend, SpendFilter, Spool,
-    SpoolError, SpoolOptions, UsageQuery, UsageRow,
+    Decimal, Dimension, LedgerHealth, LedgerRecord, LedgerStore, LedgerWriter, Spend, SpendFilter,
+    Spool, SpoolError, SpoolOptions, SpoolRange, UsageQuery, UsageRow,
 };
 pub use postgres::PostgresStore;
 pub use secret::{

@@ -7,63 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod ledger_support;
 
 use rust_decimal::Decimal;
-use weir_store::ledger::{DAY_MS, HOUR_MS};
+use weir_store::ledger::HOUR_MS;
 use weir_store::{
-    Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, StoreError, StoreLocation,
-    UsageQuery, UsageRow,
+    Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, SpoolRange, StoreError,
+    StoreLocation, UsageQuery,
 };
 use weir_test_support::postgres::PostgresServer;
 
-mod common {
-    use super::*;
-
-    /// A fresh store location, removed (SQLite) when dropped.
-    pub struct Fresh {
-        pub location: StoreLocation,
-        dir: Option<PathBuf>,
-    }
-
-    impl Drop for Fresh {
-        fn drop(&mut self) {
-            if let Some(dir) = &self.dir {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-
-    pub fn sqlite(name: &str) -> Fresh {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "weir-ledger-{name}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        Fresh {
-            location: StoreLocation::Sqlite(dir.join("weir.db")),
-            dir: Some(dir),
-        }
-    }
-
-    /// `None` (skip) when Postgres is not installed and not required.
-    pub fn postgres(name: &str) -> Option<Fresh> {
-        let server = PostgresServer::shared().expect("start the shared postgres server")?;
-        let url = server
-            .create_unique_database(name)
-            .expect("create a fresh database");
-        Some(Fresh {
-            location: StoreLocation::Postgres(url),
-            dir: None,
-        })
-    }
-}
+use ledger_support::*;
 
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
@@ -71,7 +25,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let fresh = crate::common::sqlite(stringify!($name));
+                    let fresh = crate::ledger_support::sqlite(stringify!($name));
                     crate::$name(&fresh.location).await;
                 }
             )*
@@ -80,7 +34,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let Some(fresh) = crate::common::postgres(stringify!($name)) else {
+                    let Some(fresh) = crate::ledger_support::postgres(stringify!($name)) else {
                         eprintln!("postgres not installed: skipping");
                         return;
                     };
@@ -107,212 +61,13 @@ suite!(
     roll_up_twice_adds_late_calls,
 );
 
-async fn open(location: &StoreLocation) -> Arc<dyn LedgerStore> {
-    weir_store::open_store(location)
-        .await
-        .expect("open the store")
-        .ledger
-}
-
-fn dec(text: &str) -> Decimal {
-    Decimal::from_str(text).unwrap()
-}
-
-/// 2026-11-05T00:00:00Z.
-const D0: i64 = 1_793_836_800_000;
-/// 2026-11-06T00:00:00Z.
-const D1: i64 = D0 + DAY_MS;
-/// 2026-11-07T00:00:00Z.
-const D2: i64 = D1 + DAY_MS;
-
-fn day_of(ms: i64) -> String {
-    format!("2026-11-{:02}", 5 + (ms - D0).div_euclid(DAY_MS))
-}
-
-fn hour_of(ms: i64) -> String {
-    let day = day_of(ms);
-    format!("{day}T{:02}:00:00Z", (ms - D0).rem_euclid(DAY_MS) / HOUR_MS)
-}
-
-/// A successful, priced call with every optional field empty.
-fn call(at_ms: i64, request_id: &str, model: &str) -> LedgerRecord {
-    LedgerRecord {
-        at_ms,
-        request_id: request_id.into(),
-        key_id: None,
-        user: None,
-        team: None,
-        project: None,
-        tags: Vec::new(),
-        operation: "chat".into(),
-        model: model.into(),
-        provider: None,
-        upstream_model: None,
-        status: 200,
-        outcome: "success".into(),
-        error_kind: None,
-        attempts: 1,
-        cache: "bypass".into(),
-        input_tokens: 0,
-        output_tokens: 0,
-        cached_input_tokens: 0,
-        cache_write_tokens: 0,
-        reasoning_tokens: 0,
-        tokens_estimated: false,
-        cost_usd: Some(Decimal::ZERO),
-        saved_usd: None,
-        latency_us: 1_000,
-        upstream_us: None,
-        first_token_us: None,
-        prompt_fingerprint: None,
-    }
-}
-
-/// `call` with the attribution fields set (`None` where given as "").
-#[allow(clippy::too_many_arguments)]
-fn attributed(
-    at_ms: i64,
-    id: &str,
-    key: &str,
-    user: &str,
-    team: &str,
-    project: &str,
-    model: &str,
-    provider: &str,
-) -> LedgerRecord {
-    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    LedgerRecord {
-        key_id: some(key),
-        user: some(user),
-        team: some(team),
-        project: some(project),
-        provider: some(provider),
-        upstream_model: some(provider).map(|_| format!("{model}-2026")),
-        ..call(at_ms, id, model)
-    }
-}
-
-/// Six calls over two days, covering every kind of value and outcome.
-fn fixture() -> Vec<LedgerRecord> {
-    let mut r1 = attributed(D0 + HOUR_MS, "r1", "k1", "alice", "t1", "p1", "gpt-4o", "openai");
-    r1.cost_usd = Some(dec("0.01"));
-    r1.input_tokens = 100;
-    r1.output_tokens = 10;
-    r1.cache = "miss".into();
-    let mut r2 = attributed(D0 + HOUR_MS + 300_000, "r2", "k1", "alice", "t1", "p1", "gpt-4o", "openai");
-    r2.cost_usd = Some(dec("0.02"));
-    r2.input_tokens = 200;
-    r2.output_tokens = 20;
-    r2.reasoning_tokens = 5;
-    r2.outcome = "failure".into();
-    r2.status = 502;
-    r2.error_kind = Some("upstream".into());
-    let mut r3 = attributed(D0 + 2 * HOUR_MS, "r3", "k2", "bob", "t1", "p2", "claude", "anthropic");
-    r3.cache = "hit".into();
-    r3.attempts = 0;
-    r3.input_tokens = 1000;
-    r3.cached_input_tokens = 1000;
-    r3.saved_usd = Some(dec("0.5"));
-    let mut r4 = attributed(D0 + 2 * HOUR_MS + 1_800_000, "r4", "k2", "", "t2", "", "claude", "anthropic");
-    r4.cost_usd = None;
-    r4.input_tokens = 50;
-    let mut r5 = attributed(D1 + 3 * HOUR_MS, "r5", "k1", "alice", "t1", "p1", "gpt-4o", "azure");
-    r5.cache = "coalesced".into();
-    r5.saved_usd = Some(dec("1.25"));
-    r5.output_tokens = 7;
-    let mut r6 = attributed(D1 + 3 * HOUR_MS, "r6", "", "carol", "", "p2", "local-llama", "");
-    r6.cost_usd = None;
-    r6.outcome = "disconnected".into();
-    r6.status = 499;
-    vec![r1, r2, r3, r4, r5, r6]
-}
-
-async fn stored_fixture(location: &StoreLocation) -> Arc<dyn LedgerStore> {
-    let store = open(location).await;
-    store.append(&fixture(), None).await.expect("append");
-    store
-}
-
-/// The value of a dimension for a record, as groups show it.
-fn value_of(record: &LedgerRecord, d: Dimension) -> Option<String> {
-    match d {
-        Dimension::Key => record.key_id.clone(),
-        Dimension::User => record.user.clone(),
-        Dimension::Team => record.team.clone(),
-        Dimension::Project => record.project.clone(),
-        Dimension::Model => Some(record.model.clone()),
-        Dimension::Provider => record.provider.clone(),
-        Dimension::Day => Some(day_of(record.at_ms)),
-        Dimension::Hour => Some(hour_of(record.at_ms)),
-    }
-}
-
-/// What `usage` must answer, computed in memory.
-fn model(records: &[LedgerRecord], query: &UsageQuery) -> Vec<UsageRow> {
-    let mut groups: BTreeMap<Vec<Option<String>>, UsageRow> = BTreeMap::new();
-    let empty = |group: Vec<(Dimension, Option<String>)>| UsageRow {
-        group,
-        requests: 0,
-        errors: 0,
-        cache_hits: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cached_input_tokens: 0,
-        reasoning_tokens: 0,
-        cost_usd: Decimal::ZERO,
-        saved_usd: Decimal::ZERO,
-        unpriced_calls: 0,
-    };
-    if query.group_by.is_empty() {
-        groups.insert(Vec::new(), empty(Vec::new()));
-    }
-    for r in records {
-        if r.at_ms < query.from_ms || r.at_ms >= query.to_ms {
-            continue;
-        }
-        let matches = Dimension::ALL.iter().all(|d| {
-            let wanted: Vec<&String> = query
-                .filters
-                .iter()
-                .filter(|(fd, _)| fd == d)
-                .map(|(_, v)| v)
-                .collect();
-            wanted.is_empty() || value_of(r, *d).is_some_and(|v| wanted.contains(&&v))
-        });
-        if !matches {
-            continue;
-        }
-        let key: Vec<Option<String>> = query.group_by.iter().map(|d| value_of(r, *d)).collect();
-        let row = groups.entry(key.clone()).or_insert_with(|| {
-            empty(query.group_by.iter().copied().zip(key).collect())
-        });
-        row.requests += 1;
-        row.errors += u64::from(r.outcome == "failure");
-        row.cache_hits += u64::from(r.cache == "hit" || r.cache == "coalesced");
-        row.input_tokens += r.input_tokens;
-        row.output_tokens += r.output_tokens;
-        row.cached_input_tokens += r.cached_input_tokens;
-        row.reasoning_tokens += r.reasoning_tokens;
-        row.cost_usd += r.cost_usd.unwrap_or_default();
-        row.saved_usd += r.saved_usd.unwrap_or_default();
-        row.unpriced_calls += u64::from(r.cost_usd.is_none());
-    }
-    groups.into_values().collect()
-}
-
-fn query(group_by: &[Dimension], filters: &[(Dimension, &str)]) -> UsageQuery {
-    UsageQuery {
-        from_ms: D0,
-        to_ms: D2,
-        group_by: group_by.to_vec(),
-        filters: filters.iter().map(|(d, v)| (*d, v.to_string())).collect(),
-    }
-}
-
 async fn records_round_trip(location: &StoreLocation) {
     let store = open(location).await;
     let mut full = fixture().remove(0);
-    full.tags = vec![("env".into(), "prod".into()), ("team".into(), "a \"b\"".into())];
+    full.tags = vec![
+        ("env".into(), "prod".into()),
+        ("team".into(), "a \"b\"".into()),
+    ];
     full.cache_write_tokens = 12;
     full.tokens_estimated = true;
     full.saved_usd = Some(dec("0.000000000001"));
@@ -323,11 +78,17 @@ async fn records_round_trip(location: &StoreLocation) {
     full.attempts = u32::MAX;
     full.input_tokens = i64::MAX as u64;
     let bare = call(D0, "bare", "m");
-    store.append(&[full.clone(), bare.clone()], None).await.unwrap();
+    store
+        .append(&[full.clone(), bare.clone()], None)
+        .await
+        .unwrap();
     let back = store.records(D0, D2, 10).await.unwrap();
     assert_eq!(back, vec![bare.clone(), full.clone()], "oldest first");
     assert_eq!(store.records(D0, D2, 1).await.unwrap(), vec![bare]);
-    assert_eq!(store.records(D0 + 1, D0 + HOUR_MS, 10).await.unwrap(), vec![]);
+    assert_eq!(
+        store.records(D0 + 1, D0 + HOUR_MS, 10).await.unwrap(),
+        vec![]
+    );
     assert_eq!(store.count().await.unwrap(), 2);
 }
 
@@ -335,19 +96,31 @@ async fn append_and_offset_move_together(location: &StoreLocation) {
     let store = open(location).await;
     assert_eq!(store.spool_offset("sp-a").await.unwrap(), 0, "never seen");
     let batch = fixture();
-    store.append(&batch[..2], Some(("sp-a", 100))).await.unwrap();
+    let a = |from, to| Some(SpoolRange::new("sp-a", from, to));
+    store.append(&batch[..2], a(0, 100)).await.unwrap();
     assert_eq!(store.spool_offset("sp-a").await.unwrap(), 100);
     assert_eq!(store.count().await.unwrap(), 2);
 
-    // A repeat (the same offset, or an older one) is a no-op, not a second copy.
-    store.append(&batch[..2], Some(("sp-a", 100))).await.unwrap();
-    store.append(&batch[..1], Some(("sp-a", 40))).await.unwrap();
+    // A repeat (ending where the spool is, or before) is a no-op, not a second copy.
+    store.append(&batch[..2], a(0, 100)).await.unwrap();
+    store.append(&batch[..1], a(0, 40)).await.unwrap();
+    store.append(&batch[..1], a(40, 100)).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 2);
+    assert_eq!(store.spool_offset("sp-a").await.unwrap(), 100);
+
+    // A batch that overlaps what is stored, or leaves a gap, is out of step: nothing moves.
+    for (from, to) in [(50, 150), (120, 150)] {
+        let err = store.append(&batch[..1], a(from, to)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+        assert!(err.to_string().contains("stored up to offset 100"), "{err}");
+    }
     assert_eq!(store.count().await.unwrap(), 2);
     assert_eq!(store.spool_offset("sp-a").await.unwrap(), 100);
 
     // Spools are independent; an empty append moves the offset alone.
-    store.append(&batch[2..], Some(("sp-b", 7))).await.unwrap();
-    store.append(&[], Some(("sp-a", 150))).await.unwrap();
+    let b = Some(SpoolRange::new("sp-b", 0, 7));
+    store.append(&batch[2..], b).await.unwrap();
+    store.append(&[], a(100, 150)).await.unwrap();
     assert_eq!(store.spool_offset("sp-a").await.unwrap(), 150);
     assert_eq!(store.spool_offset("sp-b").await.unwrap(), 7);
     assert_eq!(store.count().await.unwrap(), 6);
@@ -356,21 +129,23 @@ async fn append_and_offset_move_together(location: &StoreLocation) {
     store.append(&batch[..1], None).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 7);
 
-    // Offsets up to 2^63 - 1 are kept; beyond is refused before anything is written.
+    // Offsets up to 2^63 - 1 are kept; beyond, or backwards, is refused before anything is
+    // written.
     let max = i64::MAX as u64;
-    store.append(&[], Some(("sp-c", max))).await.unwrap();
+    let c = |from, to| Some(SpoolRange::new("sp-c", from, to));
+    store.append(&[], c(0, max)).await.unwrap();
     assert_eq!(store.spool_offset("sp-c").await.unwrap(), max);
-    let err = store
-        .append(&batch[..1], Some(("sp-c", max + 1)))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::InvalidData(_)), "{err}");
+    for (from, to) in [(max, max + 1), (5, 4), (5, 5)] {
+        let err = store.append(&batch[..1], c(from, to)).await.unwrap_err();
+        assert!(matches!(err, StoreError::InvalidData(_)), "{err}");
+    }
     assert_eq!(store.count().await.unwrap(), 7);
 }
 
 async fn a_failed_append_moves_nothing(location: &StoreLocation) {
     let store = open(location).await;
-    store.append(&fixture()[..1], Some(("sp", 10))).await.unwrap();
+    let sp = |from, to| Some(SpoolRange::new("sp", from, to));
+    store.append(&fixture()[..1], sp(0, 10)).await.unwrap();
     // Make the database refuse one record mid-transaction, after the offset has moved.
     match location {
         StoreLocation::Sqlite(path) => {
@@ -397,13 +172,17 @@ async fn a_failed_append_moves_nothing(location: &StoreLocation) {
         }
     }
     let batch = vec![call(D0, "fine", "m"), call(D0, "boom", "m")];
-    let err = store.append(&batch, Some(("sp", 20))).await.unwrap_err();
+    let err = store.append(&batch, sp(10, 20)).await.unwrap_err();
     assert!(matches!(err, StoreError::Query { .. }), "{err}");
     assert!(err.to_string().contains("appending usage records"), "{err}");
     assert_eq!(store.count().await.unwrap(), 1, "no record of the batch");
-    assert_eq!(store.spool_offset("sp").await.unwrap(), 10, "offset unmoved");
+    assert_eq!(
+        store.spool_offset("sp").await.unwrap(),
+        10,
+        "offset unmoved"
+    );
     // The same batch without the poison goes in, once.
-    store.append(&batch[..1], Some(("sp", 20))).await.unwrap();
+    store.append(&batch[..1], sp(10, 20)).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 2);
     assert_eq!(store.spool_offset("sp").await.unwrap(), 20);
 }
@@ -418,32 +197,59 @@ async fn usage_groups_by_each_dimension(location: &StoreLocation) {
     groupings.push(Dimension::ALL.to_vec());
     for group_by in groupings {
         let q = query(&group_by, &[]);
-        assert_eq!(store.usage(&q).await.unwrap(), model(&records, &q), "{group_by:?}");
+        assert_eq!(
+            store.usage(&q).await.unwrap(),
+            model(&records, &q),
+            "{group_by:?}"
+        );
     }
 
     // Hand-checked: by model.
     let rows = store.usage(&query(&[Dimension::Model], &[])).await.unwrap();
     let claude = &rows[0];
-    assert_eq!(claude.group, vec![(Dimension::Model, Some("claude".into()))]);
-    assert_eq!((claude.requests, claude.cache_hits, claude.unpriced_calls), (2, 1, 1));
+    assert_eq!(
+        claude.group,
+        vec![(Dimension::Model, Some("claude".into()))]
+    );
+    assert_eq!(
+        (claude.requests, claude.cache_hits, claude.unpriced_calls),
+        (2, 1, 1)
+    );
     assert_eq!((claude.cost_usd, claude.saved_usd), (dec("0"), dec("0.5")));
     let gpt = &rows[1];
     assert_eq!((gpt.requests, gpt.errors, gpt.cache_hits), (3, 1, 1));
-    assert_eq!((gpt.input_tokens, gpt.output_tokens, gpt.reasoning_tokens), (300, 37, 5));
+    assert_eq!(
+        (gpt.input_tokens, gpt.output_tokens, gpt.reasoning_tokens),
+        (300, 37, 5)
+    );
     assert_eq!((gpt.cost_usd, gpt.saved_usd), (dec("0.03"), dec("1.25")));
     // Calls without a value group under None, first.
     let by_user = store.usage(&query(&[Dimension::User], &[])).await.unwrap();
     assert_eq!(by_user[0].group, vec![(Dimension::User, None)]);
     let by_hour = store.usage(&query(&[Dimension::Hour], &[])).await.unwrap();
-    let hours: Vec<_> = by_hour.iter().map(|r| r.group[0].1.clone().unwrap()).collect();
+    let hours: Vec<_> = by_hour
+        .iter()
+        .map(|r| r.group[0].1.clone().unwrap())
+        .collect();
     assert_eq!(
         hours,
-        ["2026-11-05T01:00:00Z", "2026-11-05T02:00:00Z", "2026-11-06T03:00:00Z"]
+        [
+            "2026-11-05T01:00:00Z",
+            "2026-11-05T02:00:00Z",
+            "2026-11-06T03:00:00Z"
+        ]
     );
     // A range that cuts the day.
-    let q = UsageQuery { from_ms: D0 + 2 * HOUR_MS, to_ms: D1 + 3 * HOUR_MS, ..query(&[Dimension::Key], &[]) };
+    let q = UsageQuery {
+        from_ms: D0 + 2 * HOUR_MS,
+        to_ms: D1 + 3 * HOUR_MS,
+        ..query(&[Dimension::Key], &[])
+    };
     assert_eq!(store.usage(&q).await.unwrap(), model(&records, &q));
-    let err = store.usage(&query(&[Dimension::Day, Dimension::Day], &[])).await.unwrap_err();
+    let err = store
+        .usage(&query(&[Dimension::Day, Dimension::Day], &[]))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::InvalidData(_)), "{err}");
 }
 
@@ -460,15 +266,29 @@ async fn usage_filters_by_each_dimension(location: &StoreLocation) {
                 continue;
             }
             let q = query(&[Dimension::Team], &[(d, value)]);
-            assert_eq!(store.usage(&q).await.unwrap(), model(&records, &q), "{d}={value}");
+            assert_eq!(
+                store.usage(&q).await.unwrap(),
+                model(&records, &q),
+                "{d}={value}"
+            );
         }
     }
     // Same dimension: any value; different dimensions: all.
     for filters in [
-        vec![(Dimension::Model, "claude"), (Dimension::Model, "local-llama")],
+        vec![
+            (Dimension::Model, "claude"),
+            (Dimension::Model, "local-llama"),
+        ],
         vec![(Dimension::Key, "k1"), (Dimension::Provider, "azure")],
-        vec![(Dimension::Day, "2026-11-06"), (Dimension::User, "alice"), (Dimension::User, "carol")],
-        vec![(Dimension::Hour, "2026-11-05T01:00:00Z"), (Dimension::Hour, "2026-11-06T03:00:00Z")],
+        vec![
+            (Dimension::Day, "2026-11-06"),
+            (Dimension::User, "alice"),
+            (Dimension::User, "carol"),
+        ],
+        vec![
+            (Dimension::Hour, "2026-11-05T01:00:00Z"),
+            (Dimension::Hour, "2026-11-06T03:00:00Z"),
+        ],
     ] {
         let q = query(&[Dimension::Model], &filters);
         let rows = store.usage(&q).await.unwrap();
@@ -488,8 +308,18 @@ async fn usage_with_nothing_matching(location: &StoreLocation) {
     assert_eq!(totals, model(&[], &query(&[], &[])));
     assert_eq!(totals.len(), 1, "one row of zeros");
     assert_eq!(totals[0].cost_usd, Decimal::ZERO);
-    assert!(store.usage(&query(&[Dimension::Key], &[])).await.unwrap().is_empty());
-    let backwards = UsageQuery { from_ms: D2, to_ms: D0, ..query(&[Dimension::Key], &[]) };
+    assert!(
+        store
+            .usage(&query(&[Dimension::Key], &[]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let backwards = UsageQuery {
+        from_ms: D2,
+        to_ms: D0,
+        ..query(&[Dimension::Key], &[])
+    };
     store.append(&fixture(), None).await.unwrap();
     assert!(store.usage(&backwards).await.unwrap().is_empty());
 }
@@ -522,17 +352,27 @@ async fn spend_for_each_filter_kind(location: &StoreLocation) {
         (f("k1", "", "", "", "claude"), spend("0", 0, 0)),
         (f("nobody", "", "", "", ""), spend("0", 0, 0)),
     ] {
-        assert_eq!(store.spend(&filter, D0, D2).await.unwrap(), expected, "{filter:?}");
+        assert_eq!(
+            store.spend(&filter, D0, D2).await.unwrap(),
+            expected,
+            "{filter:?}"
+        );
     }
     // The range bounds: [from, to).
     let all = f("", "", "", "", "");
     assert_eq!(store.spend(&all, D1, D2).await.unwrap(), spend("0", 2, 1));
     assert_eq!(
-        store.spend(&all, D0 + HOUR_MS, D0 + HOUR_MS + 300_000).await.unwrap(),
+        store
+            .spend(&all, D0 + HOUR_MS, D0 + HOUR_MS + 300_000)
+            .await
+            .unwrap(),
         spend("0.01", 1, 0)
     );
     assert_eq!(
-        store.spend(&all, D0 + HOUR_MS, D0 + HOUR_MS + 300_001).await.unwrap(),
+        store
+            .spend(&all, D0 + HOUR_MS, D0 + HOUR_MS + 300_001)
+            .await
+            .unwrap(),
         spend("0.03", 2, 0)
     );
 }
@@ -557,7 +397,10 @@ async fn decimal_sums_are_exact(location: &StoreLocation) {
     assert_eq!(spend.cost_usd.to_string(), "0.000075");
     assert_eq!(spend.calls, 1000);
     let rows = store.usage(&query(&[Dimension::Key], &[])).await.unwrap();
-    assert_eq!((rows[0].cost_usd, rows[0].saved_usd), (dec("0.000075"), dec("100")));
+    assert_eq!(
+        (rows[0].cost_usd, rows[0].saved_usd),
+        (dec("0.000075"), dec("100"))
+    );
 
     // Twelve decimals kept; a thirteenth rounds half to even, the same on both backends.
     let mut fine = call(D1, "fine", "m");
@@ -581,7 +424,10 @@ async fn decimal_sums_are_exact(location: &StoreLocation) {
         .collect();
     store.append(&big, None).await.unwrap();
     let q = query(&[], &[(Dimension::Model, "big")]);
-    assert_eq!(store.usage(&q).await.unwrap()[0].cost_usd, dec("9000000.000000000003"));
+    assert_eq!(
+        store.usage(&q).await.unwrap()[0].cost_usd,
+        dec("9000000.000000000003")
+    );
 }
 
 async fn unpriced_calls_are_not_free(location: &StoreLocation) {
@@ -594,7 +440,10 @@ async fn unpriced_calls_are_not_free(location: &StoreLocation) {
     free.cost_usd = Some(Decimal::ZERO);
     store.append(&[priced, unpriced, free], None).await.unwrap();
     let spend = store.spend(&SpendFilter::default(), D0, D2).await.unwrap();
-    assert_eq!((spend.cost_usd, spend.calls, spend.unpriced_calls), (dec("0.5"), 3, 1));
+    assert_eq!(
+        (spend.cost_usd, spend.calls, spend.unpriced_calls),
+        (dec("0.5"), 3, 1)
+    );
     let rows = store.usage(&query(&[Dimension::Model], &[])).await.unwrap();
     assert_eq!((rows[0].requests, rows[0].unpriced_calls), (3, 1));
     let back = store.records(D0, D2, 10).await.unwrap();
@@ -606,7 +455,8 @@ async fn out_of_range_costs_are_refused(location: &StoreLocation) {
     let store = open(location).await;
     let mut costly = call(D0, "costly", "m");
     costly.cost_usd = Some(dec("10000000"));
-    let result = store.append(&[costly.clone()], Some(("sp", 5))).await;
+    let range = Some(SpoolRange::new("sp", 0, 5));
+    let result = store.append(&[costly.clone()], range).await;
     match location {
         // Beyond ±9.2 million dollars in picodollars.
         StoreLocation::Sqlite(_) => {
@@ -618,7 +468,10 @@ async fn out_of_range_costs_are_refused(location: &StoreLocation) {
         }
         StoreLocation::Postgres(_) => {
             result.unwrap();
-            assert_eq!(store.records(D0, D2, 1).await.unwrap(), vec![costly.clone()]);
+            assert_eq!(
+                store.records(D0, D2, 1).await.unwrap(),
+                vec![costly.clone()]
+            );
         }
     }
     costly.cost_usd = Some(dec("1e27"));
@@ -630,22 +483,35 @@ async fn retention_deletes_calls_and_ended_days(location: &StoreLocation) {
     let store = stored_fixture(location).await;
     assert_eq!(store.delete_before(D0 + 2 * HOUR_MS).await.unwrap(), 2);
     assert_eq!(store.count().await.unwrap(), 4);
-    let left: Vec<_> = store.records(D0, D2, 10).await.unwrap().into_iter().map(|r| r.request_id).collect();
+    let left: Vec<_> = store
+        .records(D0, D2, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
     assert_eq!(left, ["r3", "r4", "r5", "r6"]);
 
     // Daily totals go only once their whole day is before the cut.
     store.append(&fixture()[..2], None).await.unwrap();
     assert_eq!(store.roll_up_days_before(D1).await.unwrap(), 4);
-    assert_eq!(store.delete_before(D1 - 1).await.unwrap(), 0, "day not over");
+    assert_eq!(
+        store.delete_before(D1 - 1).await.unwrap(),
+        0,
+        "day not over"
+    );
     let before = store.spend(&SpendFilter::default(), D0, D2).await.unwrap();
     assert_eq!(before.calls, 6);
     let gone = store.delete_before(D1).await.unwrap();
     assert!(gone >= 1, "the day's totals");
-    assert_eq!(store.spend(&SpendFilter::default(), D0, D2).await.unwrap(), Spend {
-        cost_usd: dec("0"),
-        calls: 2,
-        unpriced_calls: 1,
-    });
+    assert_eq!(
+        store.spend(&SpendFilter::default(), D0, D2).await.unwrap(),
+        Spend {
+            cost_usd: dec("0"),
+            calls: 2,
+            unpriced_calls: 1,
+        }
+    );
     assert_eq!(store.delete_before(D2).await.unwrap(), 2);
     assert_eq!(store.count().await.unwrap(), 0);
 }
@@ -653,20 +519,47 @@ async fn retention_deletes_calls_and_ended_days(location: &StoreLocation) {
 /// Every total that must survive a roll-up: whole days, any grouping but by hour.
 async fn whole_day_totals(store: &dyn LedgerStore) -> Vec<(String, String)> {
     let mut groupings: Vec<Vec<Dimension>> = vec![vec![]];
-    groupings.extend(Dimension::ALL.iter().filter(|d| **d != Dimension::Hour).map(|d| vec![*d]));
-    groupings.push(Dimension::ALL.iter().copied().filter(|d| *d != Dimension::Hour).collect());
+    groupings.extend(
+        Dimension::ALL
+            .iter()
+            .filter(|d| **d != Dimension::Hour)
+            .map(|d| vec![*d]),
+    );
+    groupings.push(
+        Dimension::ALL
+            .iter()
+            .copied()
+            .filter(|d| *d != Dimension::Hour)
+            .collect(),
+    );
     let mut out = Vec::new();
     for group_by in groupings {
-        for filters in [vec![], vec![(Dimension::Team, "t1")], vec![(Dimension::Day, "2026-11-05")]] {
+        for filters in [
+            vec![],
+            vec![(Dimension::Team, "t1")],
+            vec![(Dimension::Day, "2026-11-05")],
+        ] {
             let q = query(&group_by, &filters);
-            out.push((format!("{group_by:?} {filters:?}"), format!("{:?}", store.usage(&q).await.unwrap())));
+            out.push((
+                format!("{group_by:?} {filters:?}"),
+                format!("{:?}", store.usage(&q).await.unwrap()),
+            ));
         }
     }
     for filter in [
         SpendFilter::default(),
-        SpendFilter { key_id: Some("k1".into()), ..SpendFilter::default() },
-        SpendFilter { project: Some("p2".into()), ..SpendFilter::default() },
-        SpendFilter { model: Some("claude".into()), ..SpendFilter::default() },
+        SpendFilter {
+            key_id: Some("k1".into()),
+            ..SpendFilter::default()
+        },
+        SpendFilter {
+            project: Some("p2".into()),
+            ..SpendFilter::default()
+        },
+        SpendFilter {
+            model: Some("claude".into()),
+            ..SpendFilter::default()
+        },
     ] {
         let spend = store.spend(&filter, D0, D2).await.unwrap();
         out.push((format!("{filter:?}"), format!("{spend:?}")));
@@ -678,17 +571,29 @@ async fn roll_up_keeps_totals(location: &StoreLocation) {
     let store = stored_fixture(location).await;
     let before = whole_day_totals(&*store).await;
     // Mid-day: only the whole day before it is folded.
-    assert_eq!(store.roll_up_days_before(D1 + 5 * HOUR_MS).await.unwrap(), 4);
+    assert_eq!(
+        store.roll_up_days_before(D1 + 5 * HOUR_MS).await.unwrap(),
+        4
+    );
     assert_eq!(store.count().await.unwrap(), 2);
     let after = whole_day_totals(&*store).await;
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(b, a);
     }
-    let left: Vec<_> = store.records(D0, D2, 10).await.unwrap().into_iter().map(|r| r.request_id).collect();
+    let left: Vec<_> = store
+        .records(D0, D2, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
     assert_eq!(left, ["r5", "r6"]);
     // Rolled-up calls count at their day's first hour.
     let by_hour = store.usage(&query(&[Dimension::Hour], &[])).await.unwrap();
-    assert_eq!(by_hour[0].group[0].1.as_deref(), Some("2026-11-05T00:00:00Z"));
+    assert_eq!(
+        by_hour[0].group[0].1.as_deref(),
+        Some("2026-11-05T00:00:00Z")
+    );
     assert_eq!(by_hour[0].requests, 4);
     let q = query(&[], &[(Dimension::Hour, "2026-11-05T00:00:00Z")]);
     assert_eq!(store.usage(&q).await.unwrap()[0].requests, 4);
@@ -710,10 +615,18 @@ async fn roll_up_twice_adds_late_calls(location: &StoreLocation) {
     all.extend(late);
     for group_by in [vec![Dimension::Key, Dimension::Model], vec![Dimension::Day]] {
         let q = query(&group_by, &[]);
-        assert_eq!(store.usage(&q).await.unwrap(), model(&all, &q), "{group_by:?}");
+        assert_eq!(
+            store.usage(&q).await.unwrap(),
+            model(&all, &q),
+            "{group_by:?}"
+        );
     }
     assert_eq!(
         store.spend(&SpendFilter::default(), D0, D1).await.unwrap(),
-        Spend { cost_usd: dec("0.06"), calls: 6, unpriced_calls: 1 }
+        Spend {
+            cost_usd: dec("0.06"),
+            calls: 6,
+            unpriced_calls: 1
+        }
     );
 }

@@ -292,19 +292,63 @@ pub struct Spend {
     pub unpriced_calls: u64,
 }
 
+/// The stretch of a spool a batch of records was read from: bytes `[from, to)` of the spool
+/// `spool_id` (offsets as [`spool`] describes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolRange<'a> {
+    pub spool_id: &'a str,
+    /// Where the batch starts: the offset the store has recorded for the spool.
+    pub from: u64,
+    /// Where the batch ends: the offset the store records with it.
+    pub to: u64,
+}
+
+impl<'a> SpoolRange<'a> {
+    pub fn new(spool_id: &'a str, from: u64, to: u64) -> Self {
+        SpoolRange { spool_id, from, to }
+    }
+
+    /// Checked before any transaction: `from <= to`, and a batch of records covers bytes.
+    pub(crate) fn check(&self, records: usize) -> StoreResult<(i64, i64)> {
+        if self.from > self.to || (self.from == self.to && records > 0) {
+            return Err(StoreError::InvalidData(format!(
+                "a spool range must run forward and cover the records it carries, not {}..{}: \
+                 this is a bug in the caller",
+                self.from, self.to
+            )));
+        }
+        Ok((offset_to_db(self.from)?, offset_to_db(self.to)?))
+    }
+
+    /// Why an append did not apply: the store holds another offset than the range's start.
+    pub(crate) fn out_of_step(&self, stored: u64) -> StoreError {
+        StoreError::Conflict(format!(
+            "the spool {} is stored up to offset {stored}, not {} where this batch starts: \
+             another writer is storing the same spool; read again from the stored offset",
+            self.spool_id, self.from
+        ))
+    }
+}
+
 /// Where usage records are kept. Every backend passes the shared suite in `tests/ledger.rs`.
 #[async_trait]
 pub trait LedgerStore: Send + Sync + fmt::Debug {
-    /// Append `records` and, in the same transaction, record that the spool `spool_id` has
-    /// been consumed up to `offset`, so a crash never double-counts or loses a call.
+    /// Append `records` and, in the same transaction, record that their spool has been
+    /// consumed up to `spool.to`, so a crash never double-counts or loses a call.
     ///
-    /// An append whose `offset` is not beyond the one already recorded for its spool is taken
-    /// for a repeat (a retry after a failure that had in fact committed) and changes nothing.
+    /// The batch applies only where the spool stands: when the store's offset for it is
+    /// `spool.from` (0 for a spool never seen). When the store is already at `spool.to` or
+    /// beyond, the append is a repeat (a retry after a failure that had in fact committed, or
+    /// a second writer) and changes nothing. Anywhere else it changes nothing and fails with
+    /// [`StoreError::Conflict`]: read again from [`spool_offset`](Self::spool_offset).
     /// `records` may be empty, to move the offset alone. A record the store cannot keep (a
     /// cost beyond the backend's range) fails the whole append with
     /// [`StoreError::InvalidData`], before anything is written.
-    async fn append(&self, records: &[LedgerRecord], spool: Option<(&str, u64)>)
-    -> StoreResult<()>;
+    async fn append(
+        &self,
+        records: &[LedgerRecord],
+        spool: Option<SpoolRange<'_>>,
+    ) -> StoreResult<()>;
 
     /// How far the spool `spool_id` has been consumed: 0 when never seen.
     async fn spool_offset(&self, spool_id: &str) -> StoreResult<u64>;
@@ -320,8 +364,12 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
 
     /// The calls themselves (not those rolled up) over `[from_ms, to_ms)`, oldest first (in
     /// the order they were appended when at the same millisecond), at most `limit`.
-    async fn records(&self, from_ms: i64, to_ms: i64, limit: usize)
-    -> StoreResult<Vec<LedgerRecord>>;
+    async fn records(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<LedgerRecord>>;
 
     /// Retention: delete the calls before `ms` and the daily totals of days that end at or
     /// before `ms`. Returns how many rows went (calls and daily totals).
@@ -474,7 +522,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     // d is in 1..=31 and m in 1..=12 by construction.
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {

@@ -274,16 +274,34 @@ pub(crate) fn roll_up(dialect: Dialect) -> String {
     )
 }
 
-/// Moves a spool's offset forward (never back), creating its row if needed: changes one row
-/// when it moved, none when the offset was already there (a repeated append).
-pub(crate) fn advance_spool(dialect: Dialect) -> String {
-    let (id, offset, now) = (dialect.param(1), dialect.param(2), dialect.param(3));
+/// Makes sure a spool has its row (at offset 0): `(id, now)`.
+pub(crate) fn ensure_spool(dialect: Dialect) -> String {
     format!(
-        "INSERT INTO weir_ledger_spools (spool_id, consumed, updated_ms) \
-         VALUES ({id}, {offset}, {now}) \
-         ON CONFLICT (spool_id) DO UPDATE SET consumed = excluded.consumed, \
-         updated_ms = excluded.updated_ms \
-         WHERE weir_ledger_spools.consumed < excluded.consumed"
+        "INSERT INTO weir_ledger_spools (spool_id, consumed, updated_ms) VALUES ({}, 0, {}) \
+         ON CONFLICT (spool_id) DO NOTHING",
+        dialect.param(1),
+        dialect.param(2)
+    )
+}
+
+/// Moves a spool from one offset to the next: `(id, from, to, now)`. Changes one row when the
+/// spool was at `from` (locking it until the transaction ends), none otherwise.
+pub(crate) fn move_spool(dialect: Dialect) -> String {
+    format!(
+        "UPDATE weir_ledger_spools SET consumed = {}, updated_ms = {} \
+         WHERE spool_id = {} AND consumed = {}",
+        dialect.param(3),
+        dialect.param(4),
+        dialect.param(1),
+        dialect.param(2)
+    )
+}
+
+/// A spool's offset: `(id)`.
+pub(crate) fn spool_at(dialect: Dialect) -> String {
+    format!(
+        "SELECT consumed FROM weir_ledger_spools WHERE spool_id = {}",
+        dialect.param(1)
     )
 }
 

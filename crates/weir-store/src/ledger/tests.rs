@@ -72,7 +72,10 @@ fn buckets_format_and_parse_back() {
     let hour = bucket_start(ms, HOUR_MS);
     assert_eq!(format_bucket(Dimension::Day, day), "2026-11-05");
     assert_eq!(format_bucket(Dimension::Hour, hour), "2026-11-05T13:00:00Z");
-    assert_eq!(parse_bucket(Dimension::Day, "2026-11-05").unwrap(), (day, DAY_MS));
+    assert_eq!(
+        parse_bucket(Dimension::Day, "2026-11-05").unwrap(),
+        (day, DAY_MS)
+    );
     for text in ["2026-11-05T13:00:00Z", "2026-11-05T13", "2026-11-05T13:00"] {
         assert_eq!(
             parse_bucket(Dimension::Hour, text).unwrap(),
@@ -128,7 +131,10 @@ fn queries_are_checked() {
         filters: vec![],
     };
     let err = check_query(&twice).unwrap_err();
-    assert!(err.to_string().contains("name each dimension once"), "{err}");
+    assert!(
+        err.to_string().contains("name each dimension once"),
+        "{err}"
+    );
     let bad_day = UsageQuery {
         filters: vec![(Dimension::Day, "monday".into())],
         ..UsageQuery::default()

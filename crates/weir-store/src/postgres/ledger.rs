@@ -18,8 +18,8 @@ use super::PostgresStore;
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::sql::{self, Dialect, Param};
 use crate::ledger::{
-    DAY_MS, Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, UsageQuery, UsageRow,
-    bucket_start, format_bucket, from_db_u64, offset_to_db, round_money, sort_rows, to_db_u64,
+    DAY_MS, Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, SpoolRange, UsageQuery,
+    UsageRow, bucket_start, format_bucket, from_db_u64, round_money, sort_rows, to_db_u64,
 };
 
 const D: Dialect = Dialect::Postgres;
@@ -43,7 +43,9 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
         arrays.join(", ")
     )
 });
-static ADVANCE: LazyLock<String> = LazyLock::new(|| sql::advance_spool(D));
+static ENSURE_SPOOL: LazyLock<String> = LazyLock::new(|| sql::ensure_spool(D));
+static MOVE_SPOOL: LazyLock<String> = LazyLock::new(|| sql::move_spool(D));
+static SPOOL_AT: LazyLock<String> = LazyLock::new(|| sql::spool_at(D));
 static ROLL_UP: LazyLock<String> = LazyLock::new(|| sql::roll_up(D));
 static RECORDS: LazyLock<String> = LazyLock::new(|| sql::records(D));
 
@@ -179,28 +181,40 @@ impl LedgerStore for PostgresStore {
     async fn append(
         &self,
         records: &[LedgerRecord],
-        spool: Option<(&str, u64)>,
+        spool: Option<SpoolRange<'_>>,
     ) -> StoreResult<()> {
         let columns = Columns::new(records)?;
-        let spool = spool
-            .map(|(id, offset)| Ok::<_, StoreError>((id, offset_to_db(offset)?)))
+        let checked = spool
+            .map(|range| Ok::<_, StoreError>((range, range.check(records.len())?)))
             .transpose()?;
-        if records.is_empty() && spool.is_none() {
+        if records.is_empty() && checked.is_none() {
             return Ok(());
         }
         let op = "appending usage records";
         let err = query_err(op);
         let mut client = self.client(op).await?;
         let tx = client.transaction().await.map_err(&err)?;
-        if let Some((id, offset)) = spool {
-            let stmt = tx.prepare_cached(&ADVANCE).await.map_err(&err)?;
+        if let Some((range, (from, to))) = checked {
+            let id = range.spool_id;
+            let now = crate::now_ms();
+            let stmt = tx.prepare_cached(&ENSURE_SPOOL).await.map_err(&err)?;
+            tx.execute(&stmt, &[&id, &now]).await.map_err(&err)?;
+            // Locks the spool's row: appends of one spool go one after the other.
+            let stmt = tx.prepare_cached(&MOVE_SPOOL).await.map_err(&err)?;
             let moved = tx
-                .execute(&stmt, &[&id, &offset, &crate::now_ms()])
+                .execute(&stmt, &[&id, &from, &to, &now])
                 .await
                 .map_err(&err)?;
             if moved == 0 {
-                // Already recorded up to there: a repeat of a committed append.
-                return tx.rollback().await.map_err(&err);
+                let stmt = tx.prepare_cached(&SPOOL_AT).await.map_err(&err)?;
+                let row = tx.query_one(&stmt, &[&id]).await.map_err(&err)?;
+                let stored = from_db_u64(row.try_get(0).map_err(&err)?);
+                tx.rollback().await.map_err(&err)?;
+                if stored >= range.to {
+                    // Already stored up to there: a repeat of a committed append.
+                    return Ok(());
+                }
+                return Err(range.out_of_step(stored));
             }
         }
         if !records.is_empty() {
@@ -238,10 +252,7 @@ impl LedgerStore for PostgresStore {
             })
             .collect();
         let client = self.client(op).await?;
-        let rows = client
-            .query(&statement.sql, &params)
-            .await
-            .map_err(&err)?;
+        let rows = client.query(&statement.sql, &params).await.map_err(&err)?;
         let mut out = rows
             .iter()
             .map(|row| usage_row(op, row, &query.group_by))
@@ -397,9 +408,8 @@ fn record_from_row(op: &'static str, row: &Row) -> StoreResult<LedgerRecord> {
              check that nothing else writes to weir_ledger"
         ))
     };
-    let u = |k: usize| -> StoreResult<u64> {
-        Ok(from_db_u64(row.try_get::<_, i64>(k).map_err(&err)?))
-    };
+    let u =
+        |k: usize| -> StoreResult<u64> { Ok(from_db_u64(row.try_get::<_, i64>(k).map_err(&err)?)) };
     let opt_u = |k: usize| -> StoreResult<Option<u64>> {
         Ok(row
             .try_get::<_, Option<i64>>(k)

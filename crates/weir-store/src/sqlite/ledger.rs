@@ -15,8 +15,8 @@ use super::{Fail, SqliteStore};
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::sql::{self, Dialect, Param, RECORD_COLUMNS};
 use crate::ledger::{
-    DAY_MS, Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, UsageQuery, UsageRow,
-    bucket_start, format_bucket, from_db_u64, offset_to_db, picodollars_to_usd, sort_rows, to_db_u64,
+    DAY_MS, Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, SpoolRange, UsageQuery,
+    UsageRow, bucket_start, format_bucket, from_db_u64, picodollars_to_usd, sort_rows, to_db_u64,
     usd_to_picodollars,
 };
 
@@ -30,7 +30,9 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
         params.join(", ")
     )
 });
-static ADVANCE: LazyLock<String> = LazyLock::new(|| sql::advance_spool(D));
+static ENSURE_SPOOL: LazyLock<String> = LazyLock::new(|| sql::ensure_spool(D));
+static MOVE_SPOOL: LazyLock<String> = LazyLock::new(|| sql::move_spool(D));
+static SPOOL_AT: LazyLock<String> = LazyLock::new(|| sql::spool_at(D));
 static ROLL_UP: LazyLock<String> = LazyLock::new(|| sql::roll_up(D));
 static RECORDS: LazyLock<String> = LazyLock::new(|| sql::records(D));
 
@@ -102,27 +104,41 @@ impl LedgerStore for SqliteStore {
     async fn append(
         &self,
         records: &[LedgerRecord],
-        spool: Option<(&str, u64)>,
+        spool: Option<SpoolRange<'_>>,
     ) -> StoreResult<()> {
         let rows = records
             .iter()
             .map(DbRecord::new)
             .collect::<StoreResult<Vec<_>>>()?;
         let spool = spool
-            .map(|(id, offset)| Ok::<_, StoreError>((id.to_string(), offset_to_db(offset)?)))
+            .map(|range| {
+                let (from, to) = range.check(rows.len())?;
+                Ok::<_, StoreError>((range.spool_id.to_string(), range.from, range.to, from, to))
+            })
             .transpose()?;
         if rows.is_empty() && spool.is_none() {
             return Ok(());
         }
         self.write("appending usage records", move |c| {
             let tx = begin(c)?;
-            if let Some((id, offset)) = &spool {
+            if let Some((id, from, to, db_from, db_to)) = &spool {
+                let now = crate::now_ms();
+                tx.prepare_cached(&ENSURE_SPOOL)?
+                    .execute(rusqlite::params![id, now])?;
                 let moved = tx
-                    .prepare_cached(&ADVANCE)?
-                    .execute(rusqlite::params![id, offset, crate::now_ms()])?;
+                    .prepare_cached(&MOVE_SPOOL)?
+                    .execute(rusqlite::params![id, db_from, db_to, now])?;
                 if moved == 0 {
-                    // Already recorded up to there: a repeat of a committed append.
-                    return Ok(());
+                    let stored: i64 = tx
+                        .prepare_cached(&SPOOL_AT)?
+                        .query_row([id], |r| r.get(0))?;
+                    let stored = from_db_u64(stored);
+                    if stored >= *to {
+                        // Already stored up to there: a repeat of a committed append.
+                        return Ok(());
+                    }
+                    let range = SpoolRange::new(id, *from, *to);
+                    return Err(range.out_of_step(stored).into());
                 }
             }
             for row in &rows {

@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::reader::READ_CHUNK;
 use super::*;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -123,7 +124,10 @@ fn a_partial_line_in_the_live_segment_is_waited_for() {
     assert_eq!((first.rejected, first.torn), (0, 0));
     reader.position = first.end;
     let waiting = reader.next_batch(10).unwrap();
-    assert_eq!(waiting.end, reader.position, "nothing consumed while the line is partial");
+    assert_eq!(
+        waiting.end, reader.position,
+        "nothing consumed while the line is partial"
+    );
 
     file.write_all(tail).unwrap();
     let second = reader.next_batch(10).unwrap();
@@ -150,7 +154,11 @@ fn a_torn_line_ending_an_old_segment_is_skipped() {
     spool.append(&record("after")).unwrap();
     let mut reader = Reader::new(spool.clone(), 0);
     let batch = reader.next_batch(10).unwrap();
-    let ids: Vec<_> = batch.records.iter().map(|r| r.request_id.as_str()).collect();
+    let ids: Vec<_> = batch
+        .records
+        .iter()
+        .map(|r| r.request_id.as_str())
+        .collect();
     assert_eq!(ids, ["before", "after"]);
     assert_eq!((batch.torn, batch.rejected), (1, 0));
     assert_eq!(split_offset(batch.end).0, old + 1);
@@ -205,7 +213,8 @@ fn the_id_is_stable_and_the_directory_locked() {
     assert!(is_valid_id(&id), "{id}");
     let err = Spool::open(&dir, 1 << 20).unwrap_err();
     assert!(
-        err.to_string().contains("another process has this spool open"),
+        err.to_string()
+            .contains("another process has this spool open"),
         "{err}"
     );
     drop(spool);
@@ -225,7 +234,9 @@ fn full_spools_refuse_and_count() {
     let line = serde_json::to_vec(&record("x")).unwrap().len() as u64 + 1;
     let spool = Spool::open(&dir, line * 3).unwrap();
     for i in 0..3 {
-        spool.append(&record("x")).unwrap_or_else(|e| panic!("{i}: {e}"));
+        spool
+            .append(&record("x"))
+            .unwrap_or_else(|e| panic!("{i}: {e}"));
     }
     let err = spool.append(&record("x")).unwrap_err();
     assert_eq!(
@@ -259,9 +270,18 @@ fn consumed_segments_are_removed() {
         spool.append(&record(&i.to_string())).unwrap();
     }
     let current = spool.current_segment();
-    assert_eq!(spool.list_segments().unwrap().len(), 6, "one record each, and the new one");
+    assert_eq!(
+        spool.list_segments().unwrap().len(),
+        6,
+        "one record each, and the new one"
+    );
     spool.remove_segments_before(current).unwrap();
-    let left: Vec<u32> = spool.list_segments().unwrap().iter().map(|(n, _)| *n).collect();
+    let left: Vec<u32> = spool
+        .list_segments()
+        .unwrap()
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     assert_eq!(left, vec![current]);
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -18,12 +18,15 @@ use tokio::task::JoinHandle;
 
 use super::{Batch, Reader, Spool, join_offset, split_offset};
 use crate::error::{StoreError, StoreResult, error_chain};
-use crate::ledger::LedgerStore;
+use crate::ledger::{LedgerStore, SpoolRange};
 
 /// The first retry delay after a failure.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// The longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Conflicts with the store's offset tolerated in a row before a drain gives up (each makes
+/// the writer ask the store where the spool stands and read again).
+const MAX_CONFLICTS: usize = 3;
 /// The record size assumed for the backlog estimate before any was stored.
 const ASSUMED_RECORD_BYTES: u64 = 512;
 
@@ -248,10 +251,11 @@ impl Task {
     /// Store what is readable now, batch by batch, stopping once caught up or past what was
     /// spooled when it began (so a steady stream of appends cannot keep a flush waiting).
     async fn drain(&mut self) -> StoreResult<()> {
-        let reader = self.reader().await?;
         let spool = self.shared.spool.clone();
         let target = spool.inner.written.load(Ordering::Relaxed);
+        let mut conflicts = 0;
         loop {
+            let reader = self.reader().await?;
             let batch_size = self.batch;
             let shared_reader = Arc::clone(&reader);
             let batch = self
@@ -267,7 +271,18 @@ impl Task {
                 return Ok(());
             }
             let full = batch.records.len() >= self.batch;
-            self.commit(&batch).await?;
+            match self.commit(&batch, start).await {
+                Ok(()) => {}
+                // Out of step with the store (another writer, or a commit reported lost
+                // after part of a batch went in): ask it where the spool stands, read again.
+                Err(StoreError::Conflict(cause)) if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    tracing::debug!(spool = %spool.id(), %cause, "usage spool out of step with the store: reading again");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            conflicts = 0;
             self.moved(&reader, start, batch.end, batch.bytes).await;
             if !full || spool.inner.consumed.load(Ordering::Relaxed) >= target {
                 return Ok(());
@@ -277,16 +292,19 @@ impl Task {
 
     /// Append one batch with its end offset; a batch the store refuses as invalid is stored
     /// record by record, skipping the records it refuses.
-    async fn commit(&mut self, batch: &Batch) -> StoreResult<()> {
+    async fn commit(&mut self, batch: &Batch, start: u64) -> StoreResult<()> {
         let id = self.shared.spool.id().to_string();
         let skipped = batch.rejected + batch.torn;
-        match self.store.append(&batch.records, Some((&id, batch.end))).await {
+        let range = SpoolRange::new(&id, start, batch.end);
+        match self.store.append(&batch.records, Some(range)).await {
             Ok(()) => {
                 let shared = &self.shared;
                 shared
                     .written
                     .fetch_add(batch.records.len() as u64, Ordering::Relaxed);
-                shared.written_bytes.fetch_add(batch.bytes, Ordering::Relaxed);
+                shared
+                    .written_bytes
+                    .fetch_add(batch.bytes, Ordering::Relaxed);
                 shared.rejected.fetch_add(skipped, Ordering::Relaxed);
                 return Ok(());
             }
@@ -298,9 +316,12 @@ impl Task {
         }
         let mut stored = 0;
         let mut refused = 0;
+        let mut from = start;
         for (record, end) in batch.records.iter().zip(&batch.ends) {
             let single = std::slice::from_ref(record);
-            let result = match self.store.append(single, Some((&id, *end))).await {
+            let range = SpoolRange::new(&id, from, *end);
+            from = *end;
+            let result = match self.store.append(single, Some(range)).await {
                 Ok(()) => {
                     stored += 1;
                     Ok(())
@@ -313,11 +334,19 @@ impl Task {
                         %cause,
                         "the store refused a usage record: skipping it"
                     );
-                    self.store.append(&[], Some((&id, *end))).await
+                    self.store.append(&[], Some(range)).await
                 }
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
+                self.resync = true;
+                self.shared.written.fetch_add(stored, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        if from < batch.end {
+            let rest = SpoolRange::new(&id, from, batch.end);
+            if let Err(e) = self.store.append(&[], Some(rest)).await {
                 self.resync = true;
                 self.shared.written.fetch_add(stored, Ordering::Relaxed);
                 return Err(e);

@@ -28,6 +28,34 @@
 //! `at_ms` is unix milliseconds (when the call ended). Ranges are half-open, `[from_ms,
 //! to_ms)`. Days and hours are UTC. Rolled-up calls keep only their day: they count as made
 //! at the start of that day (00:00 UTC) for ranges, hour groups and hour filters.
+//!
+//! ```
+//! use std::time::Duration;
+//! use weir_store::{Decimal, LedgerRecord, LedgerWriter, SpendFilter, Spool, StoreLocation};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("weir-ledger-doc-{}", std::process::id()));
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! let store = weir_store::open_store(&StoreLocation::Sqlite(dir.join("weir.db"))).await?;
+//! // At start: the spool (at most 64 MiB waiting), and the writer draining it every second.
+//! let spool = Spool::open(dir.join("spool"), 64 << 20)?;
+//! let writer = LedgerWriter::start(spool.clone(), store.ledger.clone(), 500, Duration::from_secs(1))?;
+//!
+//! // When a call ends: one line to a file, never a wait on the database.
+//! let mut call = LedgerRecord::new(1_793_886_312_345, "req-1", "chat", "gpt-4o");
+//! call.key_id = Some("wk_1".into());
+//! call.cost_usd = Some(Decimal::new(6_225, 6)); // 0.006225 USD
+//! spool.append(&call)?;
+//!
+//! // At shutdown (or in a test): store what is spooled, then ask what key wk_1 spent.
+//! writer.shutdown().await?;
+//! let filter = SpendFilter { key_id: Some("wk_1".into()), ..SpendFilter::default() };
+//! let spend = store.ledger.spend(&filter, 0, i64::MAX).await?;
+//! assert_eq!(spend.cost_usd, Decimal::new(6_225, 6));
+//! # Ok::<(), Box<dyn std::error::Error>>(()) })?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
 
 pub mod spool;
 pub(crate) mod sql;
@@ -107,6 +135,48 @@ pub struct LedgerRecord {
     pub first_token_us: Option<u64>,
     /// A keyed hash of the prompt (never the prompt itself).
     pub prompt_fingerprint: Option<String>,
+}
+
+impl LedgerRecord {
+    /// A successful call (status 200, one attempt, cache bypassed) with no tokens, no
+    /// attribution and no price yet (an unpriced call until `cost_usd` is set).
+    pub fn new(
+        at_ms: i64,
+        request_id: impl Into<String>,
+        operation: impl Into<String>,
+        model: impl Into<String>,
+    ) -> Self {
+        LedgerRecord {
+            at_ms,
+            request_id: request_id.into(),
+            key_id: None,
+            user: None,
+            team: None,
+            project: None,
+            tags: Vec::new(),
+            operation: operation.into(),
+            model: model.into(),
+            provider: None,
+            upstream_model: None,
+            status: 200,
+            outcome: outcome::SUCCESS.into(),
+            error_kind: None,
+            attempts: 1,
+            cache: cache::BYPASS.into(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
+            tokens_estimated: false,
+            cost_usd: None,
+            saved_usd: None,
+            latency_us: 0,
+            upstream_us: None,
+            first_token_us: None,
+            prompt_fingerprint: None,
+        }
+    }
 }
 
 /// The values of [`LedgerRecord::outcome`] the totals know.

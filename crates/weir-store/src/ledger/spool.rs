@@ -73,6 +73,9 @@ const MAX_SEGMENT: u32 = (1 << 31) - 1;
 const KEEP_BUFFER: usize = 64 << 10;
 
 const ID_FILE: &str = "spool.id";
+/// What to check when the spool's files cannot be made or read.
+pub(crate) const FILES_HINT: &str =
+    "check that weir may create, read and write files there, and that the disk has room";
 const LOCK_FILE: &str = "spool.lock";
 
 /// Why [`Spool::append`] did not keep a record (it was dropped, and counted).
@@ -201,33 +204,38 @@ impl Spool {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder
             .create(&dir)
-            .map_err(|e| fail(format!("cannot create it: {e}")))?;
+            .map_err(|e| fail(format!("cannot create it ({e}): {FILES_HINT}")))?;
 
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(dir.join(LOCK_FILE))
-            .map_err(|e| fail(format!("cannot open {LOCK_FILE}: {e}")))?;
+            .map_err(|e| fail(format!("cannot open {LOCK_FILE} ({e}): {FILES_HINT}")))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(fail("another process has this spool open".into()));
+                return Err(fail(
+                    "another process has this spool open: give each gateway process its own \
+                     spool directory"
+                        .into(),
+                ));
             }
             Err(fs::TryLockError::Error(e)) => {
-                return Err(fail(format!("cannot lock {LOCK_FILE}: {e}")));
+                return Err(fail(format!("cannot lock {LOCK_FILE} ({e}): {FILES_HINT}")));
             }
         }
 
         let id = read_or_create_id(&dir).map_err(&fail)?;
-        let existing = list_segments(&dir).map_err(|e| fail(format!("cannot list it: {e}")))?;
+        let existing =
+            list_segments(&dir).map_err(|e| fail(format!("cannot list it ({e}): {FILES_HINT}")))?;
         let on_disk: u64 = existing.iter().map(|(_, size)| size).sum();
         let next = existing.last().map_or(Some(1), |(n, _)| n.checked_add(1));
         let next = next.filter(|n| *n <= MAX_SEGMENT).ok_or_else(|| {
             fail("its segment numbers are exhausted: move the directory away once consumed".into())
         })?;
         let current = create_segment(&dir, next, segment_bytes)
-            .map_err(|e| fail(format!("cannot create a segment: {e}")))?;
+            .map_err(|e| fail(format!("cannot create a segment ({e}): {FILES_HINT}")))?;
         Ok(Spool {
             inner: Arc::new(Inner {
                 id,
@@ -253,28 +261,38 @@ impl Spool {
     /// the kernel's write to the page cache (and, once per segment, creating the next file).
     /// A refused record is counted in [`Spool::dropped`].
     pub fn append(&self, record: &LedgerRecord) -> Result<(), SpoolError> {
-        LINE.with(|line| {
-            let mut line = line.borrow_mut();
-            line.clear();
-            let result = match serde_json::to_writer(&mut *line, record) {
-                Ok(()) => {
-                    line.push(b'\n');
-                    self.write_line(&line)
+        let result = LINE
+            .try_with(|line| match line.try_borrow_mut() {
+                Ok(mut line) => {
+                    let result = self.encode_and_write(&mut line, record);
+                    if line.capacity() > KEEP_BUFFER {
+                        line.clear();
+                        line.shrink_to(KEEP_BUFFER);
+                    }
+                    result
                 }
-                Err(e) => Err(SpoolError::Write(format!("cannot encode the record: {e}"))),
-            };
-            if line.capacity() > KEEP_BUFFER {
-                line.clear();
-                line.shrink_to(KEEP_BUFFER);
-            }
-            result
-        })
-        .inspect_err(|e| {
+                // Only while the thread's storage is in use or being torn down.
+                Err(_) => self.encode_and_write(&mut Vec::new(), record),
+            })
+            .unwrap_or_else(|_| self.encode_and_write(&mut Vec::new(), record));
+        result.inspect_err(|e| {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             if let SpoolError::Write(cause) = e {
                 self.set_error(cause.clone());
             }
         })
+    }
+
+    fn encode_and_write(
+        &self,
+        line: &mut Vec<u8>,
+        record: &LedgerRecord,
+    ) -> Result<(), SpoolError> {
+        line.clear();
+        serde_json::to_writer(&mut *line, record)
+            .map_err(|e| SpoolError::Write(format!("cannot encode the record: {e}")))?;
+        line.push(b'\n');
+        self.write_line(line)
     }
 
     fn write_line(&self, line: &[u8]) -> Result<(), SpoolError> {
@@ -301,7 +319,14 @@ impl Spool {
                     "the current segment cannot roll and is full".into(),
                 ));
             }
-            let result = (&segment.file).write(line);
+            // One write: the kernel appends the whole line at the end of the file at once
+            // (a signal before anything is written makes it start again).
+            let result = loop {
+                match (&segment.file).write(line) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    other => break other,
+                }
+            };
             let written = match &result {
                 Ok(k) if *k < line.len() => {
                     // Only on a full disk: end the torn line so the next one stays whole (the
@@ -548,7 +573,7 @@ fn read_or_create_id(dir: &Path) -> Result<String, String> {
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {ID_FILE}: {e}")),
+        Err(e) => return Err(format!("cannot read {ID_FILE} ({e}): {FILES_HINT}")),
     }
     let mut random = [0u8; 16];
     crate::secret::fill_random(&mut random).map_err(|e| e.to_string())?;
@@ -565,7 +590,7 @@ fn read_or_create_id(dir: &Path) -> Result<String, String> {
         fs::rename(&temp, &path)?;
         File::open(dir)?.sync_all()
     };
-    write().map_err(|e| format!("cannot write {ID_FILE}: {}", error_chain(&e)))?;
+    write().map_err(|e| format!("cannot write {ID_FILE} ({}): {FILES_HINT}", error_chain(&e)))?;
     Ok(id)
 }
 

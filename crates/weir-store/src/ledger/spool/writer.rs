@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{Batch, Reader, Spool, join_offset, split_offset};
+use super::{Batch, FILES_HINT, Reader, Spool, join_offset, split_offset};
 use crate::error::{StoreError, StoreResult, error_chain};
 use crate::ledger::{LedgerStore, SpoolRange};
 
@@ -100,7 +100,10 @@ impl LedgerWriter {
     ) -> StoreResult<LedgerWriter> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| StoreError::Spool {
             dir: spool.dir().display().to_string(),
-            cause: format!("the ledger writer needs a tokio runtime to run in ({e})"),
+            cause: format!(
+                "the ledger writer needs a tokio runtime to run in ({e}): start it from inside \
+                 the gateway's runtime"
+            ),
         })?;
         let shared = Arc::new(Shared {
             store: store.describe(),
@@ -133,7 +136,9 @@ impl LedgerWriter {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Spool {
             dir: self.shared.spool.dir().display().to_string(),
-            cause: "the ledger writer has stopped".into(),
+            cause: "the ledger writer's task has stopped unexpectedly; the records stay \
+                    spooled: restart weir to store them"
+                .into(),
         };
         self.commands
             .send(Command::Flush(reply))
@@ -441,11 +446,15 @@ impl Task {
             .await
             .map_err(|e| StoreError::Spool {
                 dir: dir(),
-                cause: error_chain(&e),
+                cause: format!(
+                    "reading it stopped unexpectedly ({}); the records stay spooled and the \
+                     writer tries again",
+                    error_chain(&e)
+                ),
             })?
             .map_err(|e| StoreError::Spool {
                 dir: dir(),
-                cause: format!("cannot read it: {}", error_chain(&e)),
+                cause: format!("cannot read it ({}): {FILES_HINT}", error_chain(&e)),
             })
     }
 }

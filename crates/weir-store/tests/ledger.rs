@@ -474,6 +474,25 @@ async fn out_of_range_costs_are_refused(location: &StoreLocation) {
             );
         }
     }
+    // Sums too: two calls of 9 million dollars fit a row each, not SQLite's sum.
+    let mut nine = call(D1, "nine-a", "nine");
+    nine.cost_usd = Some(dec("9000000"));
+    let other = LedgerRecord {
+        request_id: "nine-b".into(),
+        ..nine.clone()
+    };
+    store.append(&[nine, other], None).await.unwrap();
+    let q = query(&[], &[(Dimension::Model, "nine")]);
+    match location {
+        StoreLocation::Sqlite(_) => {
+            let err = store.usage(&q).await.unwrap_err();
+            assert!(matches!(err, StoreError::InvalidData(_)), "{err}");
+            assert!(err.to_string().contains("shorter range"), "{err}");
+        }
+        StoreLocation::Postgres(_) => {
+            assert_eq!(store.usage(&q).await.unwrap()[0].cost_usd, dec("18000000"));
+        }
+    }
     costly.cost_usd = Some(dec("1e27"));
     let err = store.append(&[costly], None).await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidData(_)), "{err}");

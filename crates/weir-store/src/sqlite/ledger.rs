@@ -172,9 +172,11 @@ impl LedgerStore for SqliteStore {
         let mut rows = self
             .read("totalling usage", move |c| {
                 let mut stmt = c.prepare(&statement.sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(statement.params.iter()))?;
+                let mut rows = stmt
+                    .query(rusqlite::params_from_iter(statement.params.iter()))
+                    .map_err(overflow)?;
                 let mut out = Vec::new();
-                while let Some(row) = rows.next()? {
+                while let Some(row) = rows.next().map_err(overflow)? {
                     out.push(usage_row(row, &group_by)?);
                 }
                 Ok(out)
@@ -266,6 +268,18 @@ impl LedgerStore for SqliteStore {
 /// [`super`]).
 fn begin(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
     c.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// SQLite's integer overflow in a sum (of picodollars, most likely) as what it means.
+fn overflow(e: rusqlite::Error) -> Fail {
+    if e.to_string().contains("integer overflow") {
+        return Fail::Store(StoreError::InvalidData(
+            "the total is beyond what the SQLite ledger can sum (±9,223,372 USD, or 2^63 \
+             tokens): total a shorter range or fewer calls, or use the Postgres store"
+                .into(),
+        ));
+    }
+    Fail::Sql(e)
 }
 
 fn count_u64(n: usize) -> u64 {

@@ -121,6 +121,8 @@ impl LedgerWriter {
             reader: None,
             resync: false,
         };
+        // At least a millisecond between looks, so a zero never spins.
+        let every = every.max(Duration::from_millis(1));
         let task = runtime.spawn(task.run(every, receiver));
         Ok(LedgerWriter {
             shared,

@@ -44,6 +44,10 @@ pub enum StoreError {
     /// A value cannot be stored, or a stored value cannot be read back as weir's type.
     #[error("invalid data: {0}")]
     InvalidData(String),
+    /// The usage spool directory cannot be used (created, locked, read or written), or its
+    /// writer cannot run. The cause says what to do.
+    #[error("cannot use the usage spool directory {dir}: {cause}")]
+    Spool { dir: String, cause: String },
     /// The operating system's random number generator failed.
     #[error(
         "the operating system's random number generator failed: {0}; weir cannot create keys or \

@@ -7,10 +7,13 @@
 //!   random number generator and the keyed hash that is all the store keeps of them;
 //! - [`SqliteStore`] ([`sqlite`]) and [`PostgresStore`] ([`postgres`]): the two backends, each
 //!   migrated to the latest schema when opened ([`migrations`]);
-//! - [`open`]: either, from a [`StoreLocation`].
+//! - [`LedgerStore`] ([`ledger`]): the usage ledger, one record per LLM call, fed through a
+//!   local [`Spool`] by a [`LedgerWriter`] so the request path never waits for a database;
+//! - [`open`]: the key store, from a [`StoreLocation`]; [`open_store`]: every store on one
+//!   backend ([`Store`]).
 //!
-//! The usage ledger, sessions and jobs will join as sibling modules with their own traits,
-//! tables (the next migration versions) and implementations in `sqlite/` and `postgres/`.
+//! Sessions and jobs will join as sibling modules with their own traits, tables (the next
+//! migration versions) and implementations in `sqlite/` and `postgres/`.
 //!
 //! ```
 //! use secrecy::ExposeSecret;
@@ -41,6 +44,7 @@ use std::sync::Arc;
 
 pub mod error;
 pub mod keys;
+pub mod ledger;
 pub mod migrations;
 pub mod postgres;
 pub mod secret;
@@ -48,6 +52,10 @@ pub mod sqlite;
 
 pub use error::{StoreError, StoreResult};
 pub use keys::{KeyHash, KeyLimits, KeyLimitsUpdate, KeyRecord, KeyStore, KeyUpdate, NewKey};
+pub use ledger::{
+    Decimal, Dimension, LedgerHealth, LedgerRecord, LedgerStore, LedgerWriter, Spend, SpendFilter,
+    Spool, SpoolError, SpoolOptions, SpoolRange, UsageQuery, UsageRow,
+};
 pub use postgres::PostgresStore;
 pub use secret::{
     KEY_PREFIX, KeyHasher, generate_key, generate_key_id, key_hint, try_generate_key,
@@ -107,12 +115,40 @@ impl fmt::Display for StoreLocation {
     }
 }
 
-/// Open the store at `location` (creating a SQLite file if needed) and migrate it to the
-/// latest schema.
+/// Open the key store at `location` (creating a SQLite file if needed) and migrate it to the
+/// latest schema. [`open_store`] gives every store on the same backend.
 pub async fn open(location: &StoreLocation) -> StoreResult<Arc<dyn KeyStore>> {
+    Ok(open_store(location).await?.keys)
+}
+
+/// Every store weir keeps, on one backend (one SQLite file, or one Postgres pool shared by
+/// all of them).
+#[derive(Debug, Clone)]
+pub struct Store {
+    /// Gateway keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// The usage ledger.
+    pub ledger: Arc<dyn LedgerStore>,
+}
+
+/// Open the store at `location` (creating a SQLite file if needed), migrate it to the latest
+/// schema, and hand out each record kind's trait object over the one connection set.
+pub async fn open_store(location: &StoreLocation) -> StoreResult<Store> {
     Ok(match location {
-        StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
-        StoreLocation::Postgres(url) => Arc::new(PostgresStore::connect(url).await?),
+        StoreLocation::Sqlite(path) => {
+            let store = Arc::new(SqliteStore::open(path).await?);
+            Store {
+                keys: store.clone(),
+                ledger: store,
+            }
+        }
+        StoreLocation::Postgres(url) => {
+            let store = Arc::new(PostgresStore::connect(url).await?);
+            Store {
+                keys: store.clone(),
+                ledger: store,
+            }
+        }
     })
 }
 
@@ -121,6 +157,14 @@ pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Now, in unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 

@@ -7,7 +7,7 @@
 //! weir (an unknown version) or changed by hand (a different checksum) is refused with
 //! [`StoreError::Migration`](crate::StoreError::Migration) rather than guessed at.
 //!
-//! A new record kind (the usage ledger, sessions, jobs) adds the next `V{n}` file to both
+//! A new record kind (sessions, jobs) adds the next `V{n}` file to both
 //! directories; existing files are never edited.
 
 use refinery::Runner;

@@ -10,6 +10,7 @@
 //! database on a private network or through a local TLS proxy.
 
 mod keys;
+mod ledger;
 
 use std::fmt::Write as _;
 use std::time::Duration;

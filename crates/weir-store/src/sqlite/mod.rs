@@ -13,6 +13,7 @@
 //! the last commits, which for keys means re-running the last admin change.
 
 mod keys;
+mod ledger;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod layers;
+pub mod ledger;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -57,6 +58,27 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] weir_store::StoreError),
+}
+
+/// The spool's bound: past it, calls are still served but not recorded (and counted).
+const SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Records per ledger write, and the longest a record waits for one.
+const LEDGER_BATCH: usize = 512;
+const LEDGER_EVERY: Duration = Duration::from_millis(200);
+
+/// The ledger spool's directory: `store.spool_dir`, else `spool` beside the SQLite file, else
+/// one per process under the system's temp dir (set `store.spool_dir` with Postgres, so a
+/// restart finds what a crash left).
+fn spool_dir(store: &weir::config::StoreConfig) -> std::path::PathBuf {
+    if let Some(dir) = &store.spool_dir {
+        return dir.clone();
+    }
+    match (&store.postgres, &store.sqlite) {
+        (None, Some(path)) => path
+            .parent()
+            .map_or_else(|| std::path::PathBuf::from("spool"), |p| p.join("spool")),
+        _ => std::env::temp_dir().join(format!("weir-spool-{}", std::process::id())),
+    }
 }
 
 /// Where the gateway's state lives: Postgres when configured (shared by replicas), else the
@@ -188,12 +210,21 @@ impl Server {
         let mut addr = config.server.listen;
         let grace = config.server.shutdown_grace;
         let statics = layers::StaticKeys::new(&config.server.api_keys);
-        let keys = match store_location(&config.store) {
+        let (keys, ledger) = match store_location(&config.store) {
             Some(location) => {
-                let store = weir_store::open(&location).await?;
-                Some(keys::KeyAuthority::start(store, statics).await?)
+                let store = weir_store::open_store(&location).await?;
+                let keys = keys::KeyAuthority::start(store.keys, statics).await?;
+                let spool_dir = spool_dir(&config.store);
+                let spool = weir_store::Spool::open(&spool_dir, SPOOL_MAX_BYTES)?;
+                let writer = weir_store::LedgerWriter::start(
+                    spool.clone(),
+                    store.ledger,
+                    LEDGER_BATCH,
+                    LEDGER_EVERY,
+                )?;
+                (Some(keys), Some((spool, std::sync::Arc::new(writer))))
             }
-            None => None,
+            None => (None, None),
         };
         let keyed = keys
             .as_ref()
@@ -209,7 +240,14 @@ impl Server {
         // (requests reserve a cheap upper bound until then).
         // Always there, so the admin API can set budgets at run time.
         let budgets = std::sync::Arc::new(weir::budgets::Budgets::new(&config).await?);
+        let pricing = config.pricing.clone();
         let mut builder = weir::Client::builder(config).budgets(budgets);
+        if let Some((spool, _)) = &ledger {
+            builder = builder.usage_sink(std::sync::Arc::new(ledger::LedgerSink::new(
+                spool.clone(),
+                pricing,
+            )));
+        }
         if keys.is_some() {
             // Stored keys carry their own limits, whatever the config sets.
             builder = builder.with_inbound_limits();
@@ -218,6 +256,9 @@ impl Server {
         let mut state = AppState::new(client);
         if let Some(keys) = keys {
             state = state.with_keys(keys);
+        }
+        if let Some((_, writer)) = ledger {
+            state.ledger = Some(writer);
         }
         let listener = TcpListener::bind(addr)
             .await
@@ -274,6 +315,11 @@ impl Server {
         self.state.client.flush_cache().await;
         if let Some(keys) = &self.state.keys {
             keys.flush().await;
+        }
+        if let Some(ledger) = &self.state.ledger
+            && let Err(e) = ledger.flush().await
+        {
+            tracing::warn!(error = %e, "the usage ledger could not be written before exit; the spool keeps the rest for the next start");
         }
         Ok(())
     }

@@ -12,6 +12,8 @@ pub struct AppState {
     pub log_bodies: bool,
     /// Stored gateway keys, when the gateway has a store.
     pub keys: Option<Arc<KeyAuthority>>,
+    /// The usage ledger's writer, when the gateway has a store.
+    pub ledger: Option<Arc<weir_store::LedgerWriter>>,
 }
 
 impl AppState {
@@ -21,6 +23,7 @@ impl AppState {
             body_limit: server.body_limit,
             log_bodies: server.log_bodies,
             keys: None,
+            ledger: None,
             client,
         }
     }

@@ -188,7 +188,13 @@ impl PostgresServer {
             if probe.is_ok() {
                 return Ok(());
             }
-            if self.log_tail().contains("FATAL:") {
+            // Our own probe, made while the server starts, is answered with `FATAL: the
+            // database system is starting up`: that one is not a failed start.
+            let failed = self
+                .log_tail()
+                .lines()
+                .any(|l| l.contains("FATAL:") && !l.contains("is starting up"));
+            if failed {
                 return Err(self.start_error("it failed at start"));
             }
             if Instant::now() >= deadline {

@@ -60,5 +60,6 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "limits": state.client.inbound_limits().map(|l| l.health()),
         "budgets": state.client.budgets().map(|b| b.health()),
         "gateway_keys": state.keys.as_ref().map(|k| k.status()),
+        "ledger": state.ledger.as_ref().map(|l| l.health()),
     }))
 }

@@ -64,6 +64,9 @@ pub struct StoreConfig {
     pub sqlite: Option<std::path::PathBuf>,
     /// `store.postgres.url` (env `WEIR_POSTGRES_URL`): wins over `sqlite`.
     pub postgres: Option<SecretString>,
+    /// `store.spool_dir`: where calls wait, durably, for the ledger writer. Default: a
+    /// `spool` directory beside the SQLite file; with Postgres, set it (each replica its own).
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl fmt::Debug for StoreConfig {
@@ -71,6 +74,7 @@ impl fmt::Debug for StoreConfig {
         f.debug_struct("StoreConfig")
             .field("sqlite", &self.sqlite)
             .field("postgres", &self.postgres.as_ref().map(|_| "[redacted]"))
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }

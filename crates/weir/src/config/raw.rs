@@ -88,6 +88,8 @@ pub struct RawServer {
 pub struct RawStore {
     pub sqlite: Option<RawStoreSqlite>,
     pub postgres: Option<RawPostgres>,
+    /// Where the usage ledger's spool lives.
+    pub spool_dir: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -278,6 +278,7 @@ fn store(c: &mut Checker<'_>, raw: &RawConfig) -> StoreConfig {
     StoreConfig {
         sqlite: sqlite.map(std::path::PathBuf::from),
         postgres: postgres.map(SecretString::from),
+        spool_dir: raw.store.spool_dir.as_ref().map(std::path::PathBuf::from),
     }
 }
 

@@ -1,0 +1,95 @@
+//! The usage ledger through the gateway: every call (answered, streamed, a cache hit, refused)
+//! is one record in the store, attributed to its key, with its exact cost; and `/status`
+//! shows the ledger's backlog.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::str::FromStr;
+
+use common::Gateway;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+#[tokio::test]
+async fn every_call_is_one_record_with_its_exact_cost() {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-ledger-gw-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("weir.sqlite3");
+    let mut gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\n",
+        db.display()
+    ))
+    .await;
+    let body = |text: &str, stream: bool| {
+        json!({"model": "mock/echo", "temperature": 0, "stream": stream,
+               "messages": [{"role": "user", "content": text}]})
+    };
+    for (text, stream) in [("one two", false), ("three", true), ("one two", false)] {
+        let res = gw
+            .post("/v1/chat/completions")
+            .json(&body(text, stream))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let _ = res.text().await.unwrap();
+    }
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "nope/nothing", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    let status: serde_json::Value = gw
+        .get("/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["ledger"]["store"]
+            .as_str()
+            .unwrap()
+            .contains("sqlite")
+    );
+    // Stopping the gateway flushes the ledger.
+    gw.shutdown().await.unwrap();
+
+    let store = weir_store::open_store(&weir_store::StoreLocation::Sqlite(db))
+        .await
+        .unwrap();
+    let records = store.ledger.records(0, i64::MAX, 100).await.unwrap();
+    assert_eq!(records.len(), 4, "{records:#?}");
+    let hits: Vec<_> = records.iter().filter(|r| r.cache == "hit").collect();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].cost_usd, Some(Decimal::ZERO));
+    assert!(hits[0].saved_usd.unwrap() > Decimal::ZERO);
+    let priced: Decimal = records.iter().filter_map(|r| r.cost_usd).sum();
+    // mock/echo echoes: "one two" is 2 tokens out, "three" 1; input tokens as the mock counts
+    // them. $0.001 a token in and out.
+    let expected: Decimal = records
+        .iter()
+        .filter(|r| r.cache != "hit" && r.status == 200)
+        .map(|r| {
+            Decimal::from(r.input_tokens + r.output_tokens) * Decimal::from_str("0.001").unwrap()
+        })
+        .sum();
+    assert_eq!(priced, expected);
+    assert!(priced > Decimal::ZERO);
+    let failed: Vec<_> = records.iter().filter(|r| r.status == 404).collect();
+    assert_eq!(failed.len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

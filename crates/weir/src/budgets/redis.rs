@@ -28,11 +28,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::ExposeSecret;
+use redis::aio::ConnectionManager;
 
 use crate::config::RedisConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How long keys outlive their period, in milliseconds: a day.
 const KEEP_AFTER_RESET_MS: i64 = 24 * 3600 * 1000;
@@ -197,18 +196,7 @@ impl RedisCounters {
     /// A connection manager for `config`, connecting on first use and reconnecting on its
     /// own. Fails only on a URL that cannot be used.
     pub(crate) fn open(config: &RedisConfig, timeout: Duration) -> Result<Self> {
-        let url = crate::cache::redis::redact_url(config.url.expose_secret());
-        let client = redis::Client::open(config.url.expose_secret())
-            .map_err(|e| Error::config("redis.url", format!("invalid Redis URL {url}: {e}")))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One quick retry per reconnection: our calls give up after `timeout` anyway.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|e| Error::config("redis", format!("Redis at {url}: {e}")))?;
+        let (conn, url) = crate::limits::redis::connect(config, timeout)?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),

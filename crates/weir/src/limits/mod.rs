@@ -68,7 +68,7 @@ mod gcra;
 pub(crate) mod health;
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::net::IpAddr;

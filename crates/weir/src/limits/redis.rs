@@ -112,23 +112,34 @@ pub(crate) struct RedisHeld {
     taken: Vec<Taken>,
 }
 
+/// A connection manager for the shared Redis (limits and budgets), connecting on first use
+/// and reconnecting on its own, and its URL with the password masked for messages. Fails only
+/// on a URL that cannot be used.
+pub(crate) fn connect(
+    config: &RedisConfig,
+    timeout: Duration,
+) -> Result<(ConnectionManager, String)> {
+    let url = crate::cache::redis::redact_url(config.url.expose_secret());
+    let client = redis::Client::open(config.url.expose_secret())
+        .map_err(|e| Error::config("redis.url", format!("invalid Redis URL {url}: {e}")))?;
+    let manager = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        // One quick retry per reconnection: our calls give up after `timeout` anyway.
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let conn = ConnectionManager::new_lazy_with_config(client, manager)
+        .map_err(|e| Error::config("redis", format!("Redis at {url}: {e}")))?;
+    Ok((conn, url))
+}
+
 impl RedisCells {
     /// A connection manager for `config`, which connects on first use and reconnects on its
     /// own. Fails only on a URL that cannot be used; whether Redis answers is the caller's
     /// first check to find out (see [`RedisCells::ping`]).
     pub(crate) fn open(config: &RedisConfig, timeout: Duration) -> Result<Self> {
-        let url = crate::cache::redis::redact_url(config.url.expose_secret());
-        let client = redis::Client::open(config.url.expose_secret())
-            .map_err(|e| Error::config("redis.url", format!("invalid Redis URL {url}: {e}")))?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // One quick retry per reconnection: our calls give up after `timeout` anyway.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager)
-            .map_err(|e| Error::config("redis", format!("Redis at {url}: {e}")))?;
+        let (conn, url) = connect(config, timeout)?;
         Ok(Self {
             conn,
             prefix: config.prefix.clone(),

@@ -210,21 +210,30 @@ impl Server {
         let mut addr = config.server.listen;
         let grace = config.server.shutdown_grace;
         let statics = layers::StaticKeys::new(&config.server.api_keys);
-        let (keys, ledger) = match store_location(&config.store) {
+        let (keys, ledger, ledger_store) = match store_location(&config.store) {
             Some(location) => {
                 let store = weir_store::open_store(&location).await?;
                 let keys = keys::KeyAuthority::start(store.keys, statics).await?;
                 let spool_dir = spool_dir(&config.store);
                 let spool = weir_store::Spool::open(&spool_dir, SPOOL_MAX_BYTES)?;
+                // What a crash left in the spool is written before the budgets are built,
+                // so they start from it.
                 let writer = weir_store::LedgerWriter::start(
                     spool.clone(),
-                    store.ledger,
+                    std::sync::Arc::clone(&store.ledger),
                     LEDGER_BATCH,
                     LEDGER_EVERY,
                 )?;
-                (Some(keys), Some((spool, std::sync::Arc::new(writer))))
+                if let Err(e) = writer.flush().await {
+                    tracing::warn!(error = %e, "cannot write what the spool held at start; it is kept for later");
+                }
+                (
+                    Some(keys),
+                    Some((spool, std::sync::Arc::new(writer))),
+                    Some(store.ledger),
+                )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let keyed = keys
             .as_ref()
@@ -240,6 +249,9 @@ impl Server {
         // (requests reserve a cheap upper bound until then).
         // Always there, so the admin API can set budgets at run time.
         let budgets = std::sync::Arc::new(weir::budgets::Budgets::new(&config).await?);
+        if let Some(ledger) = &ledger_store {
+            seed_budgets(&budgets, ledger.as_ref()).await;
+        }
         let pricing = config.pricing.clone();
         let mut builder = weir::Client::builder(config).budgets(budgets);
         if let Some((spool, _)) = &ledger {
@@ -368,5 +380,44 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+/// Start every budget's current period from what the ledger already holds, so a restart
+/// neither forgets spend nor lets a budget be spent twice. A budget the ledger cannot answer
+/// for starts at zero, with a warning.
+async fn seed_budgets(budgets: &weir::budgets::Budgets, ledger: &dyn weir_store::LedgerStore) {
+    use weir::budgets::BudgetScope;
+    let now = budgets.now();
+    for spec in budgets.list() {
+        let Ok((start, _)) = weir::budgets::period_bounds(&spec, now) else {
+            continue;
+        };
+        let mut filter = weir_store::SpendFilter::default();
+        match &spec.scope {
+            BudgetScope::Global => {}
+            BudgetScope::Key(v) => filter.key_id = Some(v.clone()),
+            BudgetScope::User(v) => filter.user = Some(v.clone()),
+            BudgetScope::Team(v) => filter.team = Some(v.clone()),
+            BudgetScope::Project(v) => filter.project = Some(v.clone()),
+            BudgetScope::Model(v) => filter.model = Some(v.clone()),
+        }
+        let spent = ledger
+            .spend(
+                &filter,
+                start.as_millisecond(),
+                now.as_millisecond().saturating_add(1),
+            )
+            .await;
+        match spent {
+            Ok(spent) => {
+                if let Err(e) = budgets.seed(&spec.id, start, spent.cost_usd).await {
+                    tracing::warn!(budget = %spec.id, error = %e, "cannot start the budget from the ledger's spend");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(budget = %spec.id, error = %e, "cannot read this period's spend from the ledger: the budget starts at zero")
+            }
+        }
     }
 }

@@ -93,3 +93,68 @@ async fn every_call_is_one_record_with_its_exact_cost() {
     assert_eq!(failed.len(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_restart_starts_budgets_from_the_ledgers_spend() {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-ledger-seed-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\nbudgets:\n  - {{ id: day, scope: global, limit_usd: 100, period: daily }}\n",
+        dir.join("weir.sqlite3").display()
+    );
+    let spent = |status: &serde_json::Value| {
+        Decimal::from_str(
+            status["spent_usd"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| status["spent_usd"].to_string())
+                .as_str(),
+        )
+        .unwrap()
+    };
+    let mut first = Gateway::start(&yaml).await;
+    for text in ["a b c", "d e", "f"] {
+        let res = first
+            .post("/v1/chat/completions")
+            .json(&json!({"model": "mock/echo", "temperature": 0.7,
+                          "messages": [{"role": "user", "content": text}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let before: serde_json::Value = first
+        .get("/admin/budgets/day")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let before = spent(&before);
+    assert!(before > Decimal::ZERO);
+    first.shutdown().await.unwrap();
+
+    let second = Gateway::start(&yaml).await;
+    let after: serde_json::Value = second
+        .get("/admin/budgets/day")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        spent(&after),
+        before,
+        "the restarted gateway starts from the ledger"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

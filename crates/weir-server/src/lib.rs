@@ -139,6 +139,7 @@ pub fn router_with(
                 .delete(routes::keys::revoke),
         )
         .route("/admin/keys/{id}/revoke", post(routes::keys::revoke))
+        .route("/admin/usage", get(routes::usage::usage))
         .route(
             "/admin/budgets",
             get(routes::budgets::list).post(routes::budgets::create),
@@ -272,6 +273,7 @@ impl Server {
         if let Some((_, writer)) = ledger {
             state.ledger = Some(writer);
         }
+        state.ledger_store = ledger_store;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|reason| ServeError::Bind { addr, reason })?;

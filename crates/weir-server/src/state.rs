@@ -14,6 +14,8 @@ pub struct AppState {
     pub keys: Option<Arc<KeyAuthority>>,
     /// The usage ledger's writer, when the gateway has a store.
     pub ledger: Option<Arc<weir_store::LedgerWriter>>,
+    /// The ledger's store, for reports.
+    pub ledger_store: Option<Arc<dyn weir_store::LedgerStore>>,
 }
 
 impl AppState {
@@ -24,6 +26,7 @@ impl AppState {
             log_bodies: server.log_bodies,
             keys: None,
             ledger: None,
+            ledger_store: None,
             client,
         }
     }

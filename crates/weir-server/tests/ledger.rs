@@ -158,3 +158,79 @@ async fn a_restart_starts_budgets_from_the_ledgers_spend() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn usage_reports_group_filter_and_come_as_csv() {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-ledger-usage-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\n",
+        dir.join("weir.sqlite3").display()
+    ))
+    .await;
+    for (model, user) in [
+        ("mock/echo", "ann"),
+        ("mock/echo", "bob"),
+        ("mock/lorem", "ann"),
+    ] {
+        let res = gw
+            .post("/v1/chat/completions")
+            .header("x-weir-user", user)
+            .json(&json!({"model": model, "temperature": 0.7, "max_tokens": 5,
+                          "messages": [{"role": "user", "content": "hi there"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let by_model: serde_json::Value = gw
+        .get("/admin/usage?group_by=model")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = by_model["data"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{by_model}");
+    let echo = rows.iter().find(|r| r["model"] == "mock/echo").unwrap();
+    assert_eq!(echo["requests"], 2);
+    assert_ne!(echo["cost_usd"], "0");
+
+    let ann: serde_json::Value = gw
+        .get("/admin/usage?user=ann")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ann["data"][0]["requests"], 2, "{ann}");
+
+    let csv = gw
+        .get("/admin/usage?group_by=user,model&format=csv")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.unwrap();
+    let mut lines = text.lines();
+    assert!(lines.next().unwrap().starts_with("user,model,requests,"));
+    assert_eq!(lines.count(), 3);
+
+    let bad = gw.get("/admin/usage?group_by=color").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -41,6 +41,87 @@ pub enum Command {
     Cache(CacheCommand),
     /// Manage stored gateway keys on a running gateway (its admin API, /admin/keys).
     Keys(KeysArgs),
+    /// Spend budgets on a running gateway: status, set, remove (/admin/budgets).
+    Budgets(BudgetsArgs),
+    /// Usage and cost from a running gateway's ledger (/admin/usage).
+    Usage(UsageArgs),
+}
+
+/// Where the gateway's admin API is.
+#[derive(Debug, Args)]
+pub struct AdminTarget {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        env = "WEIR_URL",
+        default_value = "http://127.0.0.1:4100",
+        global = true
+    )]
+    pub url: String,
+    /// The gateway's admin key (server.admin_key); not needed on loopback when none is set.
+    #[arg(long, env = "WEIR_ADMIN_KEY", hide_env_values = true, global = true)]
+    pub admin_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BudgetsArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    #[command(subcommand)]
+    pub command: BudgetsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BudgetsCommand {
+    /// Every budget: limit, spent, reserved, remaining, percent, reset and forecast (JSON).
+    List,
+    /// One budget's status (JSON).
+    Show { id: String },
+    /// Set a budget (kept spend when it exists).
+    Set {
+        id: String,
+        /// `global`, or `key=ID`, `user=NAME`, `team=NAME`, `project=NAME`, `model=NAME`.
+        #[arg(long, default_value = "global")]
+        scope: String,
+        /// Dollars per period.
+        #[arg(long)]
+        limit: String,
+        /// daily, weekly, monthly, or a rolling window such as 7d.
+        #[arg(long, default_value = "monthly")]
+        period: String,
+        /// hard (refuse) or soft (warn).
+        #[arg(long, default_value = "hard")]
+        mode: String,
+        /// IANA time zone of the period's boundaries.
+        #[arg(long)]
+        time_zone: Option<String>,
+    },
+    /// Remove a budget.
+    Remove { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    /// Group by any of key, user, team, project, model, provider, day, hour (comma-separated).
+    #[arg(long, short = 'g', default_value = "model")]
+    pub group_by: String,
+    /// From this time (Unix seconds or RFC 3339; default 30 days ago).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Up to this time (default now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only calls where DIMENSION=VALUE (repeat), e.g. --where team=search.
+    #[arg(long = "where", value_name = "DIMENSION=VALUE")]
+    pub filters: Vec<String>,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 #[derive(Debug, Args)]

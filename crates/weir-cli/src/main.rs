@@ -10,9 +10,11 @@
 //! invalid configuration or invalid input; 130 interrupted. Errors go to stderr with their
 //! causes; a closed stdout (`weir chat ... | head`) is not an error.
 
+mod admin;
 mod chat;
 mod cli;
 mod keys;
+mod report;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -49,6 +51,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Keys(args) => keys::run(args).await,
+        Command::Budgets(args) => report::budgets(args).await,
+        Command::Usage(args) => report::usage(args).await,
         Command::Serve(args) => {
             let mut config =
                 with_data_dir(with_persistent_cache(load_config(cli.config.as_deref())?));

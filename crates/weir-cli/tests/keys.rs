@@ -179,3 +179,64 @@ fn without_an_admin_key_loopback_may_manage_keys() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn budgets_and_usage_come_from_the_running_gateway() {
+    let dir = tempdir("reports");
+    let (_gw, port) = serve(&dir, Some(ADMIN));
+    let url = format!("http://127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        weir()
+            .args(args)
+            .args(["--url", &url])
+            .env("WEIR_ADMIN_KEY", ADMIN)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "budgets", "set", "team-a", "--scope", "team=a", "--limit", "25", "--period", "weekly",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let set: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(set["spec"]["id"], "team-a");
+    let out = run(&["budgets", "list"]);
+    assert!(text(&out.stdout).contains("team-a"));
+    let out = run(&[
+        "budgets",
+        "set",
+        "bad",
+        "--scope",
+        "colour=red",
+        "--limit",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["budgets", "remove", "team-a"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let chat = weir().args(["chat", "--json", "hello"]).output().unwrap();
+    assert!(chat.status.success());
+    // A call through the gateway, so its ledger has a row.
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = r#"{"model":"mock/echo","messages":[{"role":"user","content":"hi"}]}"#;
+    use std::io::{Read, Write};
+    write!(
+        conn,
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let out = run(&["usage", "--group-by", "model", "--csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    assert!(csv.starts_with("model,requests,"), "{csv}");
+    assert!(csv.contains("mock/echo,1,"), "{csv}");
+    let out = run(&["usage", "--group-by", "colour"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("400"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,158 @@
+//! `weir usage` and `weir budgets`: the ledger's totals and the spend budgets of a running
+//! gateway, through its admin API.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use crate::UsageError;
+use crate::admin::Admin;
+use crate::cli::{BudgetsArgs, BudgetsCommand, UsageArgs};
+
+pub async fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.target.url, args.target.admin_key.as_deref())?;
+    let mut query = vec![("group_by".to_owned(), args.group_by.clone())];
+    for (name, value) in [("from", &args.from), ("to", &args.to)] {
+        if let Some(v) = value {
+            query.push((name.to_owned(), v.clone()));
+        }
+    }
+    for filter in &args.filters {
+        let Some((k, v)) = filter.split_once('=') else {
+            return Err(UsageError(format!("--where `{filter}` is not DIMENSION=VALUE")).into());
+        };
+        query.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let encoded: Vec<String> = query
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect();
+    let answer = admin
+        .send(
+            reqwest::Method::GET,
+            &format!("/admin/usage?{}", encoded.join("&")),
+            None,
+        )
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let groups: Vec<String> = answer["group_by"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let totals = [
+        "requests",
+        "errors",
+        "cache_hits",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "saved_usd",
+        "unpriced_calls",
+    ];
+    let sep = if args.csv { "," } else { "\t" };
+    let header: Vec<&str> = groups.iter().map(String::as_str).chain(totals).collect();
+    writeln!(out, "{}", header.join(sep))?;
+    for row in answer["data"].as_array().into_iter().flatten() {
+        let cells: Vec<String> = header
+            .iter()
+            .map(|name| match &row[*name] {
+                Value::String(s) if args.csv && s.contains([',', '"']) => {
+                    format!("\"{}\"", s.replace('"', "\"\""))
+                }
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            })
+            .collect();
+        writeln!(out, "{}", cells.join(sep))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `global`, or `kind=value`, as the admin API's scope.
+fn scope(text: &str) -> anyhow::Result<Value> {
+    if text == "global" {
+        return Ok(json!("global"));
+    }
+    match text.split_once('=') {
+        Some((kind, value))
+            if matches!(kind, "key" | "user" | "team" | "project" | "model") && !value.is_empty() =>
+        {
+            Ok(json!({ kind: value }))
+        }
+        _ => Err(UsageError(format!(
+            "--scope `{text}`: use global, or key=ID, user=NAME, team=NAME, project=NAME, model=NAME"
+        ))
+        .into()),
+    }
+}
+
+/// `daily`, `weekly`, `monthly`, or a rolling window (`7d`).
+fn period(text: &str) -> Value {
+    match text {
+        "daily" | "weekly" | "monthly" => json!(text),
+        window => json!({ "rolling": window }),
+    }
+}
+
+pub async fn budgets(args: BudgetsArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.target.url, args.target.admin_key.as_deref())?;
+    let path = |id: &str| {
+        format!(
+            "/admin/budgets/{}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    let answer = match &args.command {
+        BudgetsCommand::List => {
+            admin
+                .send(reqwest::Method::GET, "/admin/budgets", None)
+                .await?
+        }
+        BudgetsCommand::Show { id } => admin.send(reqwest::Method::GET, &path(id), None).await?,
+        BudgetsCommand::Remove { id } => {
+            admin.send(reqwest::Method::DELETE, &path(id), None).await?
+        }
+        BudgetsCommand::Set {
+            id,
+            scope: scope_text,
+            limit,
+            period: period_text,
+            mode,
+            time_zone,
+        } => {
+            let mut body = json!({
+                "scope": scope(scope_text)?,
+                "limit_usd": limit,
+                "period": period(period_text),
+                "mode": mode,
+            });
+            if let Some(zone) = time_zone {
+                body["time_zone"] = json!(zone);
+            }
+            admin
+                .send(reqwest::Method::PUT, &path(id), Some(body))
+                .await?
+        }
+    };
+    writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(&answer)?
+    )?;
+    Ok(ExitCode::SUCCESS)
+}

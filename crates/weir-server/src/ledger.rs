@@ -40,15 +40,20 @@ impl UsageSink for LedgerSink {
     }
 }
 
+/// Unix milliseconds now: the ledger's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn micros(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// The ledger's record of one call.
 pub fn record_of(event: &UsageEvent, pricing: &PricingTable) -> LedgerRecord {
-    let at_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let at_ms = now_ms();
     let context = &event.context;
     let principal = &context.principal;
     let mut record = LedgerRecord::new(

@@ -26,8 +26,8 @@
 //! let hasher = KeyHasher::new(&store.hashing_secret().await?);
 //!
 //! // Mint a key: show the secret once, store only its hash and hint.
-//! let (secret, hint) = generate_key();
-//! let new = NewKey::new(generate_key_id(), hasher.hash(secret.expose_secret()), hint, "ci");
+//! let (secret, hint) = generate_key()?;
+//! let new = NewKey::new(generate_key_id()?, hasher.hash(secret.expose_secret()), hint, "ci");
 //! let created = store.create_key(&new).await?;
 //!
 //! // Authenticate a request: one hash, one indexed lookup.
@@ -57,10 +57,7 @@ pub use ledger::{
     Spool, SpoolError, SpoolOptions, SpoolRange, UsageQuery, UsageRow,
 };
 pub use postgres::PostgresStore;
-pub use secret::{
-    KEY_PREFIX, KeyHasher, generate_key, generate_key_id, key_hint, try_generate_key,
-    try_generate_key_id,
-};
+pub use secret::{KEY_PREFIX, KeyHasher, generate_key, generate_key_id, key_hint};
 pub use sqlite::SqliteStore;
 
 /// Where the store lives.

@@ -10,8 +10,6 @@
 
 use std::fmt;
 
-use getrandom::SysRng;
-use getrandom::rand_core::{Rng, TryRng, UnwrapErr};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use crate::error::{StoreError, StoreResult};
@@ -65,39 +63,15 @@ impl fmt::Debug for KeyHasher {
 }
 
 /// A new random key and its hint: `("wk-" + 43 base62 characters, "wk-Ab3x…9fQz")`. The hint
-/// (first 7 characters, `…`, last 4) is what listings show so people can tell keys apart.
-///
-/// # Panics
-///
-/// If the operating system's random number generator fails, which no supported platform does
-/// once booted; [`try_generate_key`] returns that failure as an error instead.
-pub fn generate_key() -> (SecretString, String) {
-    match key_from(|buf| UnwrapErr(SysRng).try_fill_bytes(buf)) {
-        Ok(key) => key,
-        Err(never) => match never {},
-    }
-}
-
-/// [`generate_key`], returning a failing OS random number generator as
-/// [`StoreError::Random`].
-pub fn try_generate_key() -> StoreResult<(SecretString, String)> {
+/// (first 7 characters, `…`, last 4) is what listings show so people can tell keys apart. A
+/// failing OS random number generator is [`StoreError::Random`], never a panic.
+pub fn generate_key() -> StoreResult<(SecretString, String)> {
     key_from(fill_random)
 }
 
-/// A new key id: `key_` + 16 lowercase hex characters (64 random bits).
-///
-/// # Panics
-///
-/// As [`generate_key`]; [`try_generate_key_id`] returns the failure instead.
-pub fn generate_key_id() -> String {
-    let mut bytes = [0u8; 8];
-    UnwrapErr(SysRng).fill_bytes(&mut bytes);
-    key_id_from(&bytes)
-}
-
-/// [`generate_key_id`], returning a failing OS random number generator as
+/// A new key id: `key_` + 16 lowercase hex characters (64 random bits), or
 /// [`StoreError::Random`].
-pub fn try_generate_key_id() -> StoreResult<String> {
+pub fn generate_key_id() -> StoreResult<String> {
     let mut bytes = [0u8; 8];
     fill_random(&mut bytes)?;
     Ok(key_id_from(&bytes))
@@ -188,7 +162,7 @@ mod tests {
 
     #[test]
     fn generated_keys_have_prefix_length_charset_and_hint() {
-        let (key, hint) = generate_key();
+        let (key, hint) = generate_key().unwrap();
         let key = key.expose_secret();
         assert!(key.starts_with(KEY_PREFIX), "{hint}");
         assert_eq!(key.len(), KEY_PREFIX.len() + KEY_RANDOM_LEN);
@@ -199,8 +173,6 @@ mod tests {
         );
         assert_eq!(hint, format!("{}…{}", &key[..7], &key[key.len() - 4..]));
         assert_eq!(hint.chars().count(), 12);
-        let (tried, _) = try_generate_key().expect("OS RNG works");
-        assert_eq!(tried.expose_secret().len(), key.len());
     }
 
     #[test]
@@ -208,7 +180,7 @@ mod tests {
         let mut seen = HashSet::new();
         let mut chars = HashSet::new();
         for _ in 0..2000 {
-            let (key, _) = generate_key();
+            let (key, _) = generate_key().unwrap();
             let key = key.expose_secret().to_string();
             chars.extend(key[KEY_PREFIX.len()..].bytes());
             assert!(seen.insert(key), "duplicate key");
@@ -220,7 +192,7 @@ mod tests {
     fn generated_ids_have_prefix_and_hex() {
         let mut seen = HashSet::new();
         for _ in 0..1000 {
-            let id = generate_key_id();
+            let id = generate_key_id().unwrap();
             assert_eq!(id.len(), KEY_ID_PREFIX.len() + 16);
             assert!(id.starts_with(KEY_ID_PREFIX));
             assert!(
@@ -230,11 +202,6 @@ mod tests {
             );
             assert!(seen.insert(id), "duplicate id");
         }
-        assert!(
-            try_generate_key_id()
-                .expect("OS RNG works")
-                .starts_with("key_")
-        );
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn hash(n: u8) -> KeyHash {
 
 /// A key with every optional field set.
 fn full_key(name: &str, hash: KeyHash) -> NewKey {
-    let mut key = NewKey::new(generate_key_id(), hash, "wk-Ab3x…9fQz", name);
+    let mut key = NewKey::new(generate_key_id().unwrap(), hash, "wk-Ab3x…9fQz", name);
     key.user = Some("alice".into());
     key.team = Some("platform".into());
     key.project = Some("search".into());
@@ -167,7 +167,12 @@ async fn create_then_read_back(location: &StoreLocation) {
     assert_eq!(by_hash.as_ref(), Some(&created));
     assert_eq!(store.list_keys().await.expect("list"), vec![created]);
 
-    let minimal = NewKey::new(generate_key_id(), hash(2), "wk-min…imal", "minimal");
+    let minimal = NewKey::new(
+        generate_key_id().unwrap(),
+        hash(2),
+        "wk-min…imal",
+        "minimal",
+    );
     let bare = store.create_key(&minimal).await.expect("create minimal");
     assert!(bare.models.is_empty() && bare.metadata.is_empty());
     assert_eq!(bare.limits, KeyLimits::default());
@@ -600,7 +605,7 @@ async fn conflicts_and_invalid_data(location: &StoreLocation) {
         "a failed update changes nothing"
     );
 
-    let blank = NewKey::new(generate_key_id(), hash(5), "wk-a…b", "  ");
+    let blank = NewKey::new(generate_key_id().unwrap(), hash(5), "wk-a…b", "  ");
     let err = store.create_key(&blank).await.expect_err("blank name");
     assert!(matches!(err, StoreError::InvalidData(_)), "{err}");
     let mut huge = full_key("huge", hash(6));

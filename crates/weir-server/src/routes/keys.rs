@@ -181,9 +181,9 @@ pub async fn create(State(state): State<AppState>, bytes: Bytes) -> Result<Respo
     check_limits(&req.limits)?;
     check_models(&req.models)?;
     let expires_at = expiry(req.expires_at, req.expires_in.as_deref())?;
-    let (secret, hint) = weir_store::try_generate_key().map_err(|e| store_error(&e))?;
+    let (secret, hint) = weir_store::generate_key().map_err(|e| store_error(&e))?;
     let new = NewKey {
-        id: weir_store::try_generate_key_id().map_err(|e| store_error(&e))?,
+        id: weir_store::generate_key_id().map_err(|e| store_error(&e))?,
         hash: authority.hasher().hash(secret.expose_secret()),
         hint,
         name: name.to_owned(),
@@ -307,7 +307,7 @@ pub async fn rotate(
         Ok(None) => return Err(no_such_key(&id)),
         Err(e) => return Err(store_error(&e)),
     }
-    let (secret, hint) = weir_store::try_generate_key().map_err(|e| store_error(&e))?;
+    let (secret, hint) = weir_store::generate_key().map_err(|e| store_error(&e))?;
     let hash = authority.hasher().hash(secret.expose_secret());
     match authority.store().rotate_key(&id, &hash, &hint).await {
         Ok(Some(record)) => {

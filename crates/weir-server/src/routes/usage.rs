@@ -39,9 +39,7 @@ fn time_ms(name: &str, text: &str) -> Result<i64, ApiError> {
 }
 
 fn query_of(params: &BTreeMap<String, String>) -> Result<UsageQuery, ApiError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = crate::ledger::now_ms();
     let to_ms = match params.get("to") {
         Some(t) => time_ms("to", t)?,
         None => now_ms.saturating_add(1),

@@ -5,7 +5,7 @@
 #   bench/callgrind.sh [--weir PATH] [--tools DIR] [--requests N] [--keep DIR] [bare|full ...]
 #
 # Defaults: weir = target/release/weir, tools (fake-upstream, weir-load) = target/release
-# (target/ is $CARGO_TARGET_DIR when set), N = 2000, configs bare and full (also: keyed,
+# (target/ is $CARGO_TARGET_DIR when set), N = 2000, configs bare and full (also: ledger, keyed,
 # long, messages). The configs, request bodies and headers are the bench harness's own
 # (bench/harness), so the figures describe the same requests as the bench's c=1 rows (for
 # keyed, the key the requests present is created through weir's admin API once it is up, as
@@ -103,7 +103,7 @@ name, wport, up, d = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5
 s = next((s for s in scenarios.all_scenarios([1], [1], 1000)
           if s.name == name and s.mode == "closed" and not s.prime), None)
 if s is None:
-    sys.exit(f"callgrind.sh: unknown config {name!r} (bare, full; also keyed, long, messages)")
+    sys.exit(f"callgrind.sh: unknown config {name!r} (bare, full; also ledger, keyed, long, messages)")
 with open(f"{d}/weir.yaml", "w") as f:
     f.write(configs.weir_config(s.instance, wport, dict.fromkeys(("instant", "paced", "hold"), up), d))
 print(s.path)

@@ -44,6 +44,8 @@ def parse_args(argv):
     p.add_argument("--peer", choices=["litellm"], help="also run a peer gateway")
     p.add_argument("--soak", type=float, default=0, help="soak seconds (RSS every 10 s)")
     p.add_argument("--soak-rate", type=float, default=1000)
+    p.add_argument("--ledger-soak", type=float, default=0,
+                   help="seconds of the ledger stack at --rate req/s (backlog every 5 s)")
     p.add_argument("--rounds", type=int, default=1,
                    help="alternate direct/weir/peer this many times per level; keep the median")
     p.add_argument("--settle", type=float, default=0.3, help="idle seconds before each run")
@@ -366,6 +368,54 @@ class Bench:
             "load": r}
         log(f"soak: RSS {first} -> {last} MiB")
 
+    def ledger_status(self, port):
+        st, body = procs.http_get(port, "/status")
+        return (json.loads(body).get("ledger") or {}) if st == 200 else {}
+
+    def ledger_soak(self):
+        """The ledger stack at a fixed rate: the rate must hold, and the ledger's backlog must
+        not grow (the writer keeps up) nor anything be dropped."""
+        p, port = self.gw[("weir", "ledger")]
+        from scenarios import chat_body
+        out_path = os.path.join(self.tmp, "ledger-soak.json")
+        seconds, rate = self.a.ledger_soak, self.a.rate
+        cmd = [self.bin("weir-load"), "--url", f"http://127.0.0.1:{port}/v1/chat/completions",
+               "--mode", "rate", "--rate", str(rate), "--concurrency", "64",
+               "--duration", str(seconds), "--warmup", "0",
+               "--body", chat_body("bench-group", temperature=0)]
+        for h in configs.request_headers("ledger"):
+            cmd += ["--header", h]
+        log(f"ledger soak: {seconds:g} s at {rate:g} req/s on the ledger stack")
+        before = self.ledger_status(port)
+        cpu0 = procs.cpu_seconds(p.pid)
+        with open(out_path, "w") as out:
+            lp = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+            samples, t0 = [], time.monotonic()
+            while lp.poll() is None:
+                time.sleep(5.0)
+                h = self.ledger_status(port)
+                samples.append({"t_s": round(time.monotonic() - t0, 1),
+                                "backlog_records": h.get("backlog_records_estimate")})
+            lp.wait()
+        cpu = procs.cpu_seconds(p.pid) - cpu0
+        after = self.ledger_status(port)
+        with open(out_path) as f:
+            try:
+                r = json.load(f)
+            except ValueError:
+                r = {"failed": "no JSON"}
+        total = r.get("requests_total") or 0
+        self.results["ledger_soak"] = {
+            "seconds": seconds, "rate": rate, "samples": samples,
+            "throughput_rps": r.get("throughput_rps"), "errors": r.get("errors"),
+            "last_backlog_records": after.get("backlog_records_estimate"),
+            "written": (after.get("written") or 0) - (before.get("written") or 0),
+            "dropped": (after.get("dropped") or 0) - (before.get("dropped") or 0),
+            "cpu_us_per_req": round(cpu * 1e6 / total, 1) if total else None, "load": r}
+        log(f"ledger soak: {r.get('throughput_rps')} req/s, backlog "
+            f"{[x['backlog_records'] for x in samples]}, dropped "
+            f"{self.results['ledger_soak']['dropped']}")
+
     def idle_check(self):
         """Percent of a core other processes used over one second before anything started."""
         n = procs.Noise()
@@ -404,7 +454,9 @@ class Bench:
             if not self.redis_port:
                 self.results["skipped"]["cache-redis"] = "redis-server not installed"
                 scen = [s for s in scen if s.instance != "redis"]
-        for kind in sorted({s.instance for s in scen} | ({"full"} if self.a.soak else set())):
+        kinds = {s.instance for s in scen} | ({"full"} if self.a.soak else set())
+        kinds |= {"ledger"} if self.a.ledger_soak else set()
+        for kind in sorted(kinds):
             self.start_weir(kind)
         # A baseline gets an instance of its own, started with the scenario's: shared with its
         # own scenario, it would come to the comparison with a cache the earlier runs filled
@@ -427,6 +479,8 @@ class Bench:
                 "crosscheck", crosscheck.run(self, self.a))))
         if self.a.soak:
             steps.append(("soak", self.soak))
+        if self.a.ledger_soak:
+            steps.append(("ledger-soak", self.ledger_soak))
         for name, step in steps:
             log(f"== {name}: {self.results['scenarios'].get(name, {}).get('title', '')}")
             try:

@@ -8,11 +8,14 @@ weir instances:
            memory cache (16 MiB).
   sqlite - the full stack with the memory tier off and SQLite as the only cache tier.
   redis  - the full stack with the memory tier off and Redis as the only cache tier.
-  keyed  - the full stack plus stored gateway keys: an embedded SQLite key store, a key
-           created through the admin API once weir is up (with its own rpm/tpm limits and
-           attribution), requests naming their end user (x-weir-user) and a per-user limit,
-           so each call checks a key cell and a user cell. The static key stays configured,
-           as in full; the requests present the stored key.
+  ledger - the full stack plus the embedded SQLite store: every call spooled and written to
+           the usage ledger, and one global daily budget (far above the load, so it counts
+           every call and never binds). Requests present the static key, as in full.
+  keyed  - the ledger stack plus stored gateway keys: a key created through the admin API
+           once weir is up (with its own rpm/tpm limits and attribution), requests naming
+           their end user (x-weir-user) and a per-user limit, so each call checks a key cell
+           and a user cell. The static key stays configured; the requests present the
+           stored key. Compared with ledger, the difference is the keys and limits alone.
 """
 
 import json
@@ -70,6 +73,7 @@ def weir_config(kind, port, ups, tmp):
     memory = "  memory: { enabled: true, max_bytes: 16MiB }"
     cache = {
         "full": memory,
+        "ledger": memory,
         "keyed": memory,
         "sqlite": f"  memory: {{ enabled: false }}\n  sqlite: {{ path: {tmp}/cache.sqlite3, max_bytes: 256MiB }}",
         "redis": f"  memory: {{ enabled: false }}\n  redis: {{ url: \"redis://127.0.0.1:{ups.get('redis', 6379)}\", prefix: weirbench }}",
@@ -89,8 +93,11 @@ def weir_config(kind, port, ups, tmp):
         "retry: { max_retries: 2, base_delay: 50ms, max_delay: 1s }",
         "circuit_breaker: { consecutive_failures: 5, failure_ratio: 0.5, window: 30s, cooldown: 5s }",
         "cache:", "  enabled: true", "  ttl: 1h", cache]
-        + ([f"store: {{ sqlite: {{ path: {tmp}/keys.sqlite3 }} }}",
-            "limits: { per_user: { rpm: 100000000 } }"] if kind == "keyed" else [])
+        + ([f"store: {{ sqlite: {{ path: {tmp}/store-{port}.sqlite3 }} }}",
+            "budgets:",
+            "  - { id: bench-daily, scope: global, limit_usd: 1000000, period: daily }"]
+           if kind in ("ledger", "keyed") else [])
+        + (["limits: { per_user: { rpm: 100000000 } }"] if kind == "keyed" else [])
         + [""])
 
 

@@ -84,11 +84,21 @@ def _targets(res):
         rows.append((f"{scen}: throughput at c=64 ≥ 10,000 req/s",
                      (w or {}).get("load", {}).get("throughput_rps"),
                      (p or {}).get("load", {}).get("throughput_rps"), "req/s", ge(10000)))
-    for c in (1, 64):
-        d = _paired_cpu(_find(res, "keyed", c, "weir"), _find(res, "keyed", c, "weir-full"))
-        if d is not None:
-            rows.append((f"keyed: CPU per request above full (same rounds) at c={c} ≤ 10 µs", d,
-                         None, "µs", le(10)))
+    for scen, base in (("ledger", "full"), ("keyed", "ledger")):
+        for c in (1, 64):
+            d = _paired_cpu(_find(res, scen, c, "weir"), _find(res, scen, c, f"weir-{base}"))
+            if d is not None:
+                rows.append((f"{scen}: CPU per request above {base} (same rounds) at c={c} "
+                             "≤ 10 µs", d, None, "µs", le(10)))
+    ls = res.get("ledger_soak")
+    if ls:
+        rows.append((f"ledger: throughput held at {ls['rate']:g} req/s for {ls['seconds']:g} s "
+                     "(≥ 99% of the rate, no errors)", ls.get("throughput_rps"), None, "req/s",
+                     lambda v, ls=ls: v is not None and v >= 0.99 * ls["rate"]
+                     and not ls.get("errors")))
+        rows.append(("ledger: backlog at the end of the run ≤ 1,000 records, none dropped",
+                     ls.get("last_backlog_records"), None, "records",
+                     lambda v, ls=ls: v is not None and v <= 1000 and ls.get("dropped") == 0))
     rows.append(("streams held clean ≥ 1,000", max_clean(res, "weir"), max_clean(res, "litellm"),
                  "streams", ge(1000)))
     for scen in ("stream", "messages-stream"):
@@ -285,6 +295,15 @@ def markdown(res):
                   "RSS every 10 s (MiB): " + ", ".join(f"{x['rss_mib']}" for x in s["samples"]),
                   "", f"Growth first → last sample: {_f(s.get('growth_pct'), 2)}%; errors "
                   f"{s.get('load', {}).get('errors')}; p99 {_lat({'load': s.get('load', {})}).get('p99')} µs.", ""]
+    ls = res.get("ledger_soak")
+    if ls:
+        lines += [f"## Ledger soak: {ls['seconds']:g} s at {ls['rate']:g} req/s, ledger stack "
+                  "(targets: the rate held, the ledger's backlog not growing, nothing dropped)",
+                  "", "Backlog every 5 s (records): " + ", ".join(
+                      str(x["backlog_records"]) for x in ls["samples"]), "",
+                  f"Throughput {_f(ls.get('throughput_rps'))} req/s; errors {ls.get('errors')}; "
+                  f"written to the store {ls.get('written')}; dropped {ls.get('dropped')}; "
+                  f"CPU {_f(ls.get('cpu_us_per_req'), 1)} µs/req.", ""]
     if res.get("skipped"):
         lines += ["## Skipped", ""] + [f"- {k}: {v}" for k, v in res["skipped"].items()] + [""]
     return "\n".join(lines)

@@ -104,12 +104,17 @@ def all_scenarios(levels, hold_levels, rate):
                  levels=levels,
                  targets="added p99 <= 100 us at c=1, <= 1 ms at c=64; CPU <= 40 us/req; "
                          ">= 10,000 req/s at c=64"),
-        Scenario("keyed", "Full stack with a stored gateway key (embedded SQLite store), its "
-                 "own rpm/tpm limits, a per-user limit and attribution (x-weir-user); cache "
-                 "miss, unique prompt, temperature 0", "closed", "keyed", "bench-group",
-                 chat(temperature=0), levels=levels, baselines=("full",),
+        Scenario("ledger", "Full stack plus the usage ledger (embedded SQLite store) and one "
+                 "global budget; cache miss, unique prompt, temperature 0", "closed", "ledger",
+                 "bench-group", chat(temperature=0), levels=levels, baselines=("full",),
                  targets="CPU <= 10 us/req above the full stack (the weir-full row, same "
                          "rounds)"),
+        Scenario("keyed", "Ledger stack plus a stored gateway key, its own rpm/tpm limits, a "
+                 "per-user limit and attribution (x-weir-user); cache miss, unique prompt, "
+                 "temperature 0", "closed", "keyed", "bench-group",
+                 chat(temperature=0), levels=levels, baselines=("ledger",),
+                 targets="CPU <= 10 us/req above the same stack without keys and limits (the "
+                         "weir-ledger row, same rounds)"),
         Scenario("rate-bare", f"Bare proxy at a fixed {rate:g} req/s (coordinated-omission "
                  "corrected)", "rate", "bare", "fake/gpt-4o-mini", chat(),
                  peer=("bare", "gpt-4o-mini"), levels=[256], rate=rate),

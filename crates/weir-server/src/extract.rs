@@ -140,7 +140,7 @@ impl Context {
         if let Some(user) = user.map(str::trim).filter(|u| !u.is_empty())
             && self.may_name_user
         {
-            self.call.principal.user = Some(user.to_owned());
+            self.call.principal.user = Some(user.into());
             // Only the first naming counts: the header, when there was one.
             self.may_name_user = false;
         }

@@ -3,8 +3,8 @@
 //!
 //! A presented key is hashed with the store's secret (a keyed hash: keys are long random
 //! tokens, so a slow password hash would only cost time) and looked up by that hash. The
-//! answer, found or not, is cached, so a request pays one store query only the first time its
-//! key is seen. Every change to the keys bumps the store's revision; each replica polls it
+//! answer, found or not, is cached in a lock-free map read without bookkeeping, so a request
+//! pays one store query only the first time its key is seen, and one probe after that. Every change to the keys bumps the store's revision; each replica polls it
 //! (every [`POLL_EVERY`]) and drops its cache when it moves, so a revocation anywhere takes
 //! effect everywhere within well under a second. When the gateway itself changes a key, it
 //! drops its own cache at once.
@@ -30,8 +30,11 @@ use crate::layers::auth::{
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// How often keys' last-used times are written back (batched; never on the request path).
 const TOUCH_EVERY: Duration = Duration::from_secs(5);
-/// Keys remembered per replica (known and unknown ones alike).
-const CACHE_CAPACITY: u64 = 100_000;
+/// Keys remembered per replica (known and unknown ones alike); past it, the cache starts
+/// again empty (only a flood of unknown keys gets there).
+const CACHE_CAPACITY: usize = 100_000;
+/// A safety net: the poller drops the cache on every change anyway.
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 
 /// A stored key as the request path needs it: the record, the principal its requests carry,
 /// and when it was last used here.
@@ -49,7 +52,7 @@ pub struct KeyAuthority {
     hasher: KeyHasher,
     statics: StaticKeys,
     /// By key hash: `None` remembers a key the store does not know.
-    cache: moka::sync::Cache<KeyHash, Option<Arc<CachedKey>>>,
+    cache: papaya::HashMap<KeyHash, Option<Arc<CachedKey>>, foldhash::fast::RandomState>,
     revision: AtomicI64,
     /// Whether the store holds any key at all: from then on, keys are required.
     any_stored: AtomicBool,
@@ -59,7 +62,7 @@ impl std::fmt::Debug for KeyAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyAuthority")
             .field("store", &self.store.describe())
-            .field("cached", &self.cache.entry_count())
+            .field("cached", &self.cache.len())
             .finish_non_exhaustive()
     }
 }
@@ -85,10 +88,8 @@ impl KeyAuthority {
             hasher: KeyHasher::new(&secret),
             store,
             statics,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(CACHE_CAPACITY)
-                // A safety net: the poller drops the cache on every change anyway.
-                .time_to_live(Duration::from_secs(60))
+            cache: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
                 .build(),
             revision: AtomicI64::new(revision),
             any_stored: AtomicBool::new(any_stored),
@@ -111,7 +112,7 @@ impl KeyAuthority {
         serde_json::json!({
             "store": self.store.describe(),
             "required": self.keys_required(),
-            "cached": self.cache.entry_count(),
+            "cached": self.cache.len(),
             "revision": self.revision.load(Ordering::Acquire),
         })
     }
@@ -120,7 +121,7 @@ impl KeyAuthority {
     /// the store's revision.
     pub fn changed(&self) {
         self.any_stored.store(true, Ordering::Release);
-        self.cache.invalidate_all();
+        self.cache.pin().clear();
     }
 
     /// Whether requests must present a key.
@@ -133,7 +134,7 @@ impl KeyAuthority {
         match self.store.key_revision().await {
             Ok(revision) => {
                 if self.revision.swap(revision, Ordering::AcqRel) != revision {
-                    self.cache.invalidate_all();
+                    self.cache.pin().clear();
                     if let Ok(keys) = self.store.list_keys().await {
                         self.any_stored.store(!keys.is_empty(), Ordering::Release);
                     }
@@ -148,7 +149,7 @@ impl KeyAuthority {
     /// Write back the last-used times that moved since the last write (also at shutdown).
     pub async fn flush(&self) {
         let mut used = Vec::new();
-        for (_, entry) in &self.cache {
+        for (_, entry) in &self.cache.pin() {
             let Some(key) = entry else { continue };
             let last = key.last_used.load(Ordering::Relaxed);
             if last > key.written.swap(last, Ordering::Relaxed) {
@@ -162,17 +163,26 @@ impl KeyAuthority {
         }
     }
 
+    /// Cache an answer from the store; a full cache starts again empty first.
+    fn remember(&self, hash: KeyHash, answer: Option<Arc<CachedKey>>) {
+        let cache = self.cache.pin();
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(hash, answer);
+    }
+
     fn cached(&self, record: KeyRecord) -> Arc<CachedKey> {
         let principal = Principal {
-            key_id: Some(record.id.clone()),
-            user: record.user.clone(),
-            team: record.team.clone(),
-            project: record.project.clone(),
+            key_id: Some(record.id.as_str().into()),
+            user: record.user.as_deref().map(Into::into),
+            team: record.team.as_deref().map(Into::into),
+            project: record.project.as_deref().map(Into::into),
             // Keyed by id, not by secret: a rotated key keeps its cached answers.
-            tenant: Some(weir::cache::key::namespace_for_gateway_key(&format!(
-                "key-id:{}",
-                record.id
-            ))),
+            tenant: Some(
+                weir::cache::key::namespace_for_gateway_key(&format!("key-id:{}", record.id))
+                    .into(),
+            ),
             allowed_models: (!record.models.is_empty())
                 .then(|| record.models.iter().cloned().collect::<Arc<[String]>>()),
             limits: (record.limits != weir_store::KeyLimits::default()).then_some(
@@ -265,8 +275,8 @@ impl Authenticator for Arc<KeyAuthority> {
                 Ok(Caller::open())
             }
         };
-        match self.cache.get(&hash) {
-            Some(Some(key)) => AuthDecision::Ready(admit(&key, now_unix())),
+        match self.cache.pin().get(&hash) {
+            Some(Some(key)) => AuthDecision::Ready(admit(key, now_unix())),
             Some(None) => AuthDecision::Ready(unknown(self)),
             None => {
                 let authority = Arc::clone(self);
@@ -281,7 +291,7 @@ impl Authenticator for Arc<KeyAuthority> {
                         }
                     })?;
                     let cached = found.map(|record| authority.cached(record));
-                    authority.cache.insert(hash, cached.clone());
+                    authority.remember(hash, cached.clone());
                     match cached {
                         Some(key) => admit(&key, now_unix()),
                         None => unknown(&authority),
@@ -297,6 +307,8 @@ async fn poll(authority: Weak<KeyAuthority>) {
     let mut tick = tokio::time::interval(POLL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let touch_every = u32::try_from(TOUCH_EVERY.as_millis() / POLL_EVERY.as_millis()).unwrap_or(20);
+    let forget_every =
+        u32::try_from(FORGET_EVERY.as_millis() / POLL_EVERY.as_millis()).unwrap_or(240);
     let mut ticks = 0u32;
     loop {
         tick.tick().await;
@@ -307,6 +319,10 @@ async fn poll(authority: Weak<KeyAuthority>) {
         ticks = ticks.wrapping_add(1);
         if ticks.is_multiple_of(touch_every) {
             authority.flush().await;
+        }
+        if ticks.is_multiple_of(forget_every) {
+            // Last-used times were just written back: forgetting loses nothing.
+            authority.cache.pin().clear();
         }
     }
 }

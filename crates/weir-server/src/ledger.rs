@@ -62,10 +62,10 @@ pub fn record_of(event: &UsageEvent, pricing: &PricingTable) -> LedgerRecord {
         event.operation.as_str(),
         context.model.clone(),
     );
-    record.key_id = principal.key_id.clone();
-    record.user = principal.user.clone();
-    record.team = principal.team.clone();
-    record.project = principal.project.clone();
+    record.key_id = principal.key_id.as_deref().map(str::to_owned);
+    record.user = principal.user.as_deref().map(str::to_owned);
+    record.team = principal.team.as_deref().map(str::to_owned);
+    record.project = principal.project.as_deref().map(str::to_owned);
     record.tags = context
         .tags
         .iter()

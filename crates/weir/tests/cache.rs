@@ -56,7 +56,7 @@ fn opts(tenant: Option<&str>, cache: CacheDirectives) -> CallContext {
         cache,
         ..CallContext::default()
     };
-    ctx.principal.tenant = tenant.map(str::to_owned);
+    ctx.principal.tenant = tenant.map(Into::into);
     ctx
 }
 

@@ -73,10 +73,10 @@ impl Caller {
     }
 
     /// A caller presenting one of the configured static keys.
-    pub fn static_key(tenant: &str) -> Self {
+    pub fn static_key(tenant: &Arc<str>) -> Self {
         Self {
             principal: Principal {
-                tenant: Some(tenant.to_owned()),
+                tenant: Some(Arc::clone(tenant)),
                 ..Principal::default()
             },
             may_name_user: true,
@@ -123,7 +123,7 @@ pub fn presented_key(request: &Parts) -> Option<&str> {
 /// The configured gateway keys (`server.api_keys`). No keys: everyone is let in (and the
 /// server listens on loopback only).
 pub struct StaticKeys {
-    keys: Vec<(SecretString, String)>,
+    keys: Vec<(SecretString, Arc<str>)>,
 }
 
 impl std::fmt::Debug for StaticKeys {
@@ -140,7 +140,7 @@ impl StaticKeys {
                 .map(|secret| {
                     let tenant =
                         weir::cache::key::namespace_for_gateway_key(secret.expose_secret());
-                    (secret.clone(), tenant)
+                    (secret.clone(), Arc::from(tenant))
                 })
                 .collect(),
         }
@@ -153,7 +153,7 @@ impl StaticKeys {
     /// The tenant whose key `presented` is, if it is one. Every key is compared in constant
     /// time, and all of them are always compared, so timing reveals neither which key nor
     /// how much of it matched.
-    pub fn tenant_of(&self, presented: &str) -> Option<&str> {
+    pub fn tenant_of(&self, presented: &str) -> Option<&Arc<str>> {
         let presented = presented.as_bytes();
         let mut found = subtle::Choice::from(0u8);
         let mut index = 0u64;
@@ -164,7 +164,7 @@ impl StaticKeys {
         }
         let index = usize::try_from(index).ok()?;
         let (_, tenant) = self.keys.get(index)?;
-        bool::from(found).then_some(tenant.as_str())
+        bool::from(found).then_some(tenant)
     }
 }
 

@@ -36,7 +36,7 @@ mod static_tests {
             .route(
                 "/who",
                 get(|axum::Extension(c): axum::Extension<Caller>| async move {
-                    c.principal.tenant.unwrap_or_default()
+                    c.principal.tenant.as_deref().unwrap_or_default().to_owned()
                 }),
             );
         crate::layers::gateway(
@@ -194,7 +194,7 @@ mod pending_tests {
         let routes = Router::new().route(
             "/who",
             get(|axum::Extension(c): axum::Extension<Caller>| async move {
-                c.principal.user.unwrap_or_default()
+                c.principal.user.as_deref().unwrap_or_default().to_owned()
             }),
         );
         let gw = crate::layers::gateway(routes, Arc::new(Slow), AdminAccess::default());

@@ -314,7 +314,7 @@ impl Client {
             Target::Direct(route) => route.qualified(),
         };
         let namespace = match &ctx.principal.tenant {
-            Some(t) if layer.config.per_tenant => t.as_str(),
+            Some(t) if layer.config.per_tenant => &**t,
             _ => "shared",
         };
         let key = key::cache_key(req, &resolved, namespace)?;

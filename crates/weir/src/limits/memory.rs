@@ -7,27 +7,33 @@
 //! concurrent call may see the earlier cells briefly charged and be refused by them: a
 //! refusal a moment early, never an admission past a limit.)
 //!
-//! Entries live in moka caches that forget ids idle for [`IDLE`] (by then every cell is back
-//! to full, so forgetting it changes nothing) and hold at most [`MAX_IDS`] ids per scope, so
-//! a flood of new ids (client addresses, say) cannot grow memory without bound.
+//! Entries live in lock-free maps (papaya), read with no bookkeeping: a known id costs one
+//! hash and one probe. Ids are forgotten once their cells have been full for [`IDLE`]: a
+//! full cell is the same as no cell, so forgetting it changes nothing (a call racing the
+//! sweep of its own idle id is admitted, as it would be, but may go uncounted: one extra
+//! call at most, after minutes of silence). The sweep runs as new ids arrive, at most once
+//! per [`IDLE`], and whenever a scope reaches [`MAX_IDS`] ids, so a flood of new ids (client
+//! addresses, say) cannot grow memory without bound: past that many ids busy at once, a new
+//! id is limited by a fresh cell that is not remembered, as if it had just been forgotten.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use moka::sync::Cache;
+use papaya::Equivalent;
 use tokio::time::Instant;
 
 use super::gcra::{self, MINUTE_NANOS, Step};
 use super::{CellId, Plan, Refusal};
 use crate::pipeline::{LimitKind, LimitScope, Quota};
 
-/// How long an id may stay unused before its cells are forgotten: two windows, so a cell
-/// charged past its window by a call that used more than it reserved has recovered too.
+/// How long an id's cells must have been full before it is forgotten: two windows, so a
+/// cell charged past its window by a call that used more than it reserved has recovered too.
 const IDLE: Duration = Duration::from_secs(120);
-/// Ids remembered per scope; past it, the least used are forgotten (they start again full).
-const MAX_IDS: u64 = 100_000;
+/// Ids remembered per scope; past it (after a sweep), new ids get cells that are not kept.
+const MAX_IDS: usize = 100_000;
 /// Cells one call can take: two kinds in each of four scopes.
 const MAX_CELLS: usize = 8;
 
@@ -39,6 +45,12 @@ struct Cells {
 }
 
 impl Cells {
+    /// Whether both cells have been full since `before` (a TAT at or before it).
+    fn full_since(&self, before: u64) -> bool {
+        self.requests.load(Ordering::Acquire) <= before
+            && self.tokens.load(Ordering::Acquire) <= before
+    }
+
     fn of(&self, kind: LimitKind) -> &AtomicU64 {
         match kind {
             LimitKind::Requests => &self.requests,
@@ -47,22 +59,27 @@ impl Cells {
     }
 }
 
+/// One scope's ids and their cells.
+type Ids<K> = papaya::HashMap<K, Arc<Cells>, foldhash::fast::RandomState>;
+
 /// Every scope's cells, in memory.
 pub(crate) struct MemoryCells {
     base: Instant,
-    keys: Cache<String, Arc<Cells>>,
-    users: Cache<String, Arc<Cells>>,
-    teams: Cache<String, Arc<Cells>>,
-    ips: Cache<IpAddr, Arc<Cells>>,
+    keys: Ids<String>,
+    users: Ids<String>,
+    teams: Ids<String>,
+    ips: Ids<IpAddr>,
+    /// When the next sweep for idle ids is due, in the backend's nanoseconds.
+    next_sweep: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryCells {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryCells")
-            .field("keys", &self.keys.entry_count())
-            .field("users", &self.users.entry_count())
-            .field("teams", &self.teams.entry_count())
-            .field("ips", &self.ips.entry_count())
+            .field("keys", &self.keys.len())
+            .field("users", &self.users.len())
+            .field("teams", &self.teams.len())
+            .field("ips", &self.ips.len())
             .finish()
     }
 }
@@ -95,46 +112,88 @@ impl MemoryHeld {
     }
 }
 
-fn cache<K>() -> Cache<K, Arc<Cells>>
-where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
-{
-    Cache::builder()
-        .max_capacity(MAX_IDS)
-        .time_to_idle(IDLE)
+fn ids<K: Hash + Eq>() -> Ids<K> {
+    papaya::HashMap::builder()
+        .hasher(foldhash::fast::RandomState::default())
         .build()
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl MemoryCells {
     pub(crate) fn new() -> Self {
         Self {
             base: Instant::now(),
-            keys: cache(),
-            users: cache(),
-            teams: cache(),
-            ips: cache(),
+            keys: ids(),
+            users: ids(),
+            teams: ids(),
+            ips: ids(),
+            next_sweep: AtomicU64::new(nanos(IDLE)),
         }
     }
 
     /// Nanoseconds since the backend started, on tokio's clock.
     fn now(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.base);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        nanos(Instant::now().saturating_duration_since(self.base))
     }
 
     /// The cells of one scope's id: a lookup by reference, so a known id costs no allocation.
-    fn cells(&self, id: CellId<'_>) -> Arc<Cells> {
-        let named = |cache: &Cache<String, Arc<Cells>>, name: &str| {
-            cache
-                .get(name)
-                .unwrap_or_else(|| cache.get_with(name.to_owned(), Arc::default))
-        };
+    fn cells(&self, id: CellId<'_>, now: u64) -> Arc<Cells> {
         match id {
-            CellId::Key(name) => named(&self.keys, name),
-            CellId::User(name) => named(&self.users, name),
-            CellId::Team(name) => named(&self.teams, name),
-            CellId::Ip(ip) => self.ips.get_with(ip, Arc::default),
+            CellId::Key(name) => self.cells_in(&self.keys, name, str::to_owned, now),
+            CellId::User(name) => self.cells_in(&self.users, name, str::to_owned, now),
+            CellId::Team(name) => self.cells_in(&self.teams, name, str::to_owned, now),
+            CellId::Ip(ip) => self.cells_in(&self.ips, &ip, |ip| *ip, now),
         }
+    }
+
+    fn cells_in<K, Q>(
+        &self,
+        ids: &Ids<K>,
+        id: &Q,
+        owned: impl FnOnce(&Q) -> K,
+        now: u64,
+    ) -> Arc<Cells>
+    where
+        K: Hash + Eq + Send + Sync,
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        if let Some(cells) = ids.pin().get(id) {
+            return Arc::clone(cells);
+        }
+        self.sweep_if_due(now);
+        if ids.len() >= MAX_IDS {
+            sweep(ids, now);
+            if ids.len() >= MAX_IDS {
+                return Arc::default();
+            }
+        }
+        Arc::clone(ids.pin().get_or_insert_with(owned(id), Arc::default))
+    }
+
+    /// Forget idle ids in every scope, at most once per [`IDLE`] (whichever call claims the
+    /// due time does it).
+    fn sweep_if_due(&self, now: u64) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due
+            || self
+                .next_sweep
+                .compare_exchange(
+                    due,
+                    now.saturating_add(nanos(IDLE)),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        sweep(&self.keys, now);
+        sweep(&self.users, now);
+        sweep(&self.teams, now);
+        sweep(&self.ips, now);
     }
 
     /// Take every cell of `plan`, or none: the first refusal gives back what was taken.
@@ -143,7 +202,7 @@ impl MemoryCells {
         let mut held = MemoryHeld::default();
         let mut quota = None;
         for (index, scoped) in plan.scopes() {
-            let cells = self.cells(scoped.id);
+            let cells = self.cells(scoped.id, now);
             for (kind, limit, cost) in scoped.charges(plan.tokens) {
                 let inc = gcra::increment(cost, limit, MINUTE_NANOS);
                 match take(cells.of(kind), now, inc) {
@@ -198,6 +257,14 @@ impl MemoryCells {
     }
 }
 
+/// Forget the ids whose cells have been full for [`IDLE`].
+fn sweep<K: Hash + Eq + Send + Sync>(ids: &Ids<K>, now: u64) {
+    let Some(before) = now.checked_sub(nanos(IDLE)) else {
+        return;
+    };
+    ids.pin().retain(|_, cells| !cells.full_since(before));
+}
+
 /// Take `inc` from a cell: its new TAT, or (wait, backlog) when it does not fit.
 fn take(cell: &AtomicU64, now: u64, inc: u64) -> Result<u64, (u64, u64)> {
     let mut tat = cell.load(Ordering::Acquire);
@@ -227,5 +294,55 @@ fn quota_of(scope: LimitScope, kind: LimitKind, limit: u64, backlog: u64) -> Quo
         limit,
         remaining: gcra::remaining(backlog, limit, MINUTE_NANOS),
         reset: Duration::from_nanos(backlog),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{RateLimit, Scoped};
+    use super::*;
+
+    fn plan(key: &str, rpm: u64) -> Plan<'_> {
+        let scoped = Scoped {
+            id: CellId::Key(key),
+            limit: RateLimit {
+                rpm: Some(rpm),
+                tpm: None,
+            },
+        };
+        Plan {
+            scopes: [Some(scoped), None, None, None],
+            tokens: 0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_full_for_the_idle_time_are_forgotten_and_the_others_kept() {
+        let cells = MemoryCells::new();
+        let step = |secs| tokio::time::advance(Duration::from_secs(secs));
+        assert!(cells.reserve(&plan("quiet", 1)).is_ok());
+        assert!(cells.reserve(&plan("light", 1_000)).is_ok());
+        step(190).await;
+        assert!(cells.reserve(&plan("busy", 1)).is_ok());
+        step(10).await;
+        // A new id, past the sweep's due time: "quiet" (full since t=60 s) and "light" go;
+        // "busy" (charged until t=250 s) stays, and so does the newcomer.
+        assert!(cells.reserve(&plan("new", 1)).is_ok());
+        assert_eq!(cells.keys.len(), 2);
+        assert!(cells.keys.pin().contains_key("busy"));
+        // "busy" was not forgotten: its minute still holds.
+        assert!(cells.reserve(&plan("busy", 1)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scope_at_capacity_limits_new_ids_without_remembering_them() {
+        let cells = MemoryCells::new();
+        for i in 0..MAX_IDS {
+            cells.keys.pin().insert(format!("k{i}"), Arc::default());
+        }
+        // Every id is full, but not for long enough to be forgotten.
+        assert!(cells.reserve(&plan("extra", 1)).is_ok());
+        assert_eq!(cells.keys.len(), MAX_IDS);
+        assert!(!cells.keys.pin().contains_key("extra"));
     }
 }

@@ -1,6 +1,7 @@
 //! [`CallContext`]: who is calling, for what, and under which directives; built once at the
 //! edge (the gateway's layers, or the library caller) and carried by the call to its end.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::CacheDirectives;
@@ -9,19 +10,22 @@ use crate::client::CacheDirectives;
 /// a library caller or an open gateway has no principal at all.
 ///
 /// Never holds a secret: `key_id` is the gateway key's public id, not the key.
+///
+/// The names are shared strings: the gateway builds one principal per key and hands every
+/// request a copy, which then costs a reference count per name instead of an allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Principal {
     /// The gateway key's id (not the key).
-    pub key_id: Option<String>,
-    pub user: Option<String>,
-    pub team: Option<String>,
-    pub project: Option<String>,
+    pub key_id: Option<Arc<str>>,
+    pub user: Option<Arc<str>>,
+    pub team: Option<Arc<str>>,
+    pub project: Option<Arc<str>>,
     /// The cache namespace the caller may read and write (a hash of its key, never the key),
     /// so tenants never read each other's cache entries; `None` shares the default one.
-    pub tenant: Option<String>,
+    pub tenant: Option<Arc<str>>,
     /// The model patterns this caller may use (see [`crate::access`]); `None` allows every
     /// model. Shared: the gateway hands every request of a key the same list.
-    pub allowed_models: Option<std::sync::Arc<[String]>>,
+    pub allowed_models: Option<Arc<[String]>>,
     /// This key's own inbound rate limits (from the stored key), which win over the
     /// configured `limits.per_key` default field by field (a key that sets only `rpm` keeps
     /// the default `tpm`); `None` takes the default.

@@ -10,69 +10,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, free_port, weir};
+use common::{ServeProcess, exchange, header, request, send, serve};
 use weir_test_support::postgres::PostgresServer;
 use weir_test_support::redis::RedisServer;
 
-const ADMIN_KEY: &str = "replica-admin-key";
-
-fn serve(config: &std::path::Path) -> (ServeProcess, u16) {
-    let port = free_port();
-    let child = weir()
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = ServeProcess(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "weir serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (served, port)
-}
-
-/// A request written in one piece; returns (status, lower-cased head, body).
-fn send(mut conn: TcpStream, request: &str) -> (u16, String, String) {
-    conn.write_all(request.as_bytes()).unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_owned())
-}
-
-fn request(method: &str, path: &str, bearer: &str, body: &str) -> String {
-    format!(
-        "{method} {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {bearer}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-fn exchange(port: u16, method: &str, path: &str, bearer: &str, body: &str) -> (u16, String) {
-    let conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let (status, _, body) = send(conn, &request(method, path, bearer, body));
-    (status, body)
-}
-
 const CHAT: &str = r#"{"model":"mock/echo","messages":[{"role":"user","content":"hi"}]}"#;
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-}
+const ADMIN_KEY: &str = "replica-admin-key";
 
 #[test]
 fn three_replicas_hold_one_limit_and_see_a_revocation_within_a_second() {

@@ -268,7 +268,7 @@ pub(crate) struct Refusal {
 /// Where limit state lives.
 #[derive(Debug)]
 enum Store {
-    Memory(MemoryCells),
+    Memory(Box<MemoryCells>),
     #[cfg(feature = "redis")]
     Redis(redis::RedisCells),
 }
@@ -291,7 +291,7 @@ impl InboundLimits {
     pub fn in_memory(config: &LimitsConfig) -> Self {
         Self {
             config: config.clone(),
-            store: Store::Memory(MemoryCells::new()),
+            store: Store::Memory(Box::new(MemoryCells::new())),
             health: Arc::new(Health::new("memory", "inbound rate limits")),
         }
     }

@@ -79,7 +79,7 @@ impl Reader {
                 if body.is_empty() {
                     continue;
                 }
-                match serde_json::from_slice::<LedgerRecord>(body) {
+                match sonic_rs::from_slice::<LedgerRecord>(body) {
                     Ok(record) => {
                         batch.records.push(record);
                         batch.ends.push(end);

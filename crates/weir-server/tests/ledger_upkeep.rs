@@ -1,0 +1,107 @@
+//! The ledger's upkeep and what it reports through the gateway: calls to a model without a
+//! price (recorded with a null cost, reported as unpriced, never as free), cache savings in
+//! `/cache/stats` summed from the ledger (so they survive a restart), and the retention and
+//! roll-up sweep.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::Gateway;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-upkeep-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn get_json(gw: &Gateway, path: &str) -> Value {
+    let res = gw.get(path).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
+}
+
+async fn chat(gw: &Gateway, model: &str, text: &str) {
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&json!({"model": model, "temperature": 0,
+                      "messages": [{"role": "user", "content": text}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = res.text().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unpriced_model_is_recorded_with_a_null_cost_and_reported_as_unpriced() {
+    let dir = tempdir("unpriced");
+    let db = dir.join("weir.sqlite3");
+    // `local` serves the mock's models under a name no price matches.
+    let mut gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\nproviders:\n  local: {{ kind: mock }}\n",
+        db.display()
+    ))
+    .await;
+    chat(&gw, "local/echo", "one two three").await;
+    chat(&gw, "local/echo", "four five").await;
+    chat(&gw, "mock/echo", "priced at zero").await;
+
+    let usage = get_json(&gw, "/admin/usage?group_by=model").await;
+    let rows = usage["data"].as_array().unwrap();
+    let local = rows.iter().find(|r| r["model"] == "local/echo").unwrap();
+    assert_eq!(local["cost_usd"], Value::Null, "{local}");
+    assert_eq!(local["unpriced_calls"], 2);
+    assert!(local["input_tokens"].as_u64().unwrap() > 0);
+    let mock = rows.iter().find(|r| r["model"] == "mock/echo").unwrap();
+    assert_eq!(mock["cost_usd"], "0");
+    assert_eq!(mock["unpriced_calls"], 0);
+    assert_eq!(
+        usage["unpriced"],
+        json!([{"model": "local/echo", "calls": 2}])
+    );
+    // The totals row keeps the priced calls' cost and counts the others apart.
+    let total = get_json(&gw, "/admin/usage").await;
+    assert_eq!(total["data"][0]["unpriced_calls"], 2);
+    assert_eq!(total["data"][0]["cost_usd"], "0");
+    // CSV: an empty cost.
+    let csv = gw
+        .get("/admin/usage?group_by=model&format=csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = csv.lines().find(|l| l.starts_with("local/echo,")).unwrap();
+    assert!(line.ends_with(",,0,2"), "{line}");
+    // /status counts them per deployment too.
+    let status = get_json(&gw, "/status").await;
+    let models = status["models"].as_array().unwrap();
+    let row = models.iter().find(|m| m["model"] == "local/echo").unwrap();
+    assert_eq!(row["unpriced_calls"], 2);
+
+    gw.shutdown().await.unwrap();
+    let store = weir_store::open_store(&weir_store::StoreLocation::Sqlite(db))
+        .await
+        .unwrap();
+    let records = store.ledger.records(0, i64::MAX, 10).await.unwrap();
+    let unpriced: Vec<_> = records.iter().filter(|r| r.model == "local/echo").collect();
+    assert_eq!(unpriced.len(), 2);
+    for r in unpriced {
+        assert_eq!(r.cost_usd, None, "never zero: {r:?}");
+        assert!(r.input_tokens > 0 && r.output_tokens > 0, "{r:?}");
+    }
+    let priced = records.iter().find(|r| r.model == "mock/echo").unwrap();
+    assert_eq!(priced.cost_usd, Some(Decimal::ZERO));
+    let _ = std::fs::remove_dir_all(&dir);
+}

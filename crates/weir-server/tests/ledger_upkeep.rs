@@ -105,3 +105,53 @@ async fn an_unpriced_model_is_recorded_with_a_null_cost_and_reported_as_unpriced
     assert_eq!(priced.cost_usd, Some(Decimal::ZERO));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn cache_savings_come_from_the_ledger_and_survive_a_restart() {
+    let dir = tempdir("savings");
+    let yaml = format!(
+        "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\nmock:\n  latency: 300ms\n",
+        dir.join("weir.sqlite3").display()
+    );
+    let mut gw = Gateway::start(&yaml).await;
+    // A miss, then a hit.
+    chat(&gw, "mock/echo", "one two").await;
+    chat(&gw, "mock/echo", "one two").await;
+    // Two identical calls at once: one goes upstream, the other shares its answer.
+    tokio::join!(
+        chat(&gw, "mock/echo", "three four five"),
+        chat(&gw, "mock/echo", "three four five")
+    );
+    let stats = get_json(&gw, "/cache/stats").await;
+    assert_eq!(stats["hits"], 1, "{stats}");
+    assert_eq!(stats["coalesced"], 1, "{stats}");
+    let ledger = &stats["ledger"];
+    assert_eq!(ledger["cache_hits"], 1, "{stats}");
+    assert_eq!(ledger["coalesced"], 1, "{stats}");
+    let dollars = |v: &Value| v.as_str().unwrap().parse::<Decimal>().unwrap();
+    let hit_saved = dollars(&ledger["cache_hit_saved_usd"]);
+    let shared_saved = dollars(&ledger["coalesced_saved_usd"]);
+    assert!(
+        hit_saved > Decimal::ZERO && shared_saved > Decimal::ZERO,
+        "{stats}"
+    );
+    assert_eq!(dollars(&ledger["saved_usd"]), hit_saved + shared_saved);
+    // The in-process figure and the ledger's agree on the hit.
+    assert_eq!(dollars(&stats["estimated_savings_usd"]), hit_saved);
+    gw.shutdown().await.unwrap();
+
+    // Restarted on the same store: the process's counters start again, the ledger's do not.
+    let gw = Gateway::start(&yaml).await;
+    let after = get_json(&gw, "/cache/stats").await;
+    assert_eq!(after["hits"], 0, "{after}");
+    assert_eq!(after["ledger"], *ledger, "{after}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn without_a_store_cache_stats_have_no_ledger_figures() {
+    let gw = Gateway::start("").await;
+    let stats = get_json(&gw, "/cache/stats").await;
+    assert!(stats.get("ledger").is_none(), "{stats}");
+    assert!(stats.get("hits").is_some(), "{stats}");
+}

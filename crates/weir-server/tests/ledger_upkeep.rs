@@ -155,3 +155,137 @@ async fn without_a_store_cache_stats_have_no_ledger_figures() {
     assert!(stats.get("ledger").is_none(), "{stats}");
     assert!(stats.get("hits").is_some(), "{stats}");
 }
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Calls made 100 days, 40 days (two) and an hour ago, priced at a dollar each.
+async fn back_dated_calls(store: &dyn weir_store::LedgerStore, now_ms: i64) {
+    let call = |ago_ms: i64, id: &str| {
+        let mut r = weir_store::LedgerRecord::new(now_ms - ago_ms, id, "chat", "mock/echo");
+        r.cost_usd = Some(Decimal::ONE);
+        r.input_tokens = 10;
+        r
+    };
+    let calls = [
+        call(100 * DAY_MS, "old"),
+        call(40 * DAY_MS, "month-a"),
+        call(40 * DAY_MS + 1, "month-b"),
+        call(3_600_000, "recent"),
+    ];
+    store.append(&calls, None).await.unwrap();
+}
+
+fn settings(retention_days: Option<u64>, roll_up_days: Option<u64>) -> weir::config::LedgerConfig {
+    let days = |n: u64| std::time::Duration::from_secs(n * 86_400);
+    weir::config::LedgerConfig {
+        retention: retention_days.map(days),
+        roll_up_after: roll_up_days.map(days),
+        sweep_every: std::time::Duration::from_secs(3600),
+    }
+}
+
+#[tokio::test]
+async fn a_sweep_deletes_past_the_retention_and_rolls_up_past_the_roll_up_age() {
+    let dir = tempdir("sweep");
+    let store =
+        weir_store::open_store(&weir_store::StoreLocation::Sqlite(dir.join("weir.sqlite3")))
+            .await
+            .unwrap()
+            .ledger;
+    let now = weir_server::ledger::now_ms();
+    back_dated_calls(store.as_ref(), now).await;
+    let total = |store: std::sync::Arc<dyn weir_store::LedgerStore>| async move {
+        store
+            .spend(&weir_store::SpendFilter::default(), 0, i64::MAX)
+            .await
+            .unwrap()
+    };
+    assert_eq!(total(store.clone()).await.calls, 4);
+
+    // Roll-up only: nothing is deleted, totals do not change.
+    let report = weir_server::upkeep::sweep(store.as_ref(), &settings(None, Some(30)), now).await;
+    assert_eq!(
+        (report.deleted, report.rolled_up, report.error),
+        (0, 3, None)
+    );
+    assert_eq!(
+        store.count().await.unwrap(),
+        1,
+        "only the recent call stays a row"
+    );
+    assert_eq!(total(store.clone()).await.cost_usd, Decimal::from(4));
+
+    // Retention: the 100-day-old day goes, rolled up or not; the 40-day-old ones stay.
+    let report =
+        weir_server::upkeep::sweep(store.as_ref(), &settings(Some(90), Some(30)), now).await;
+    assert!(report.deleted >= 1, "{report:?}");
+    assert_eq!(report.rolled_up, 0, "already rolled up");
+    let left = total(store.clone()).await;
+    assert_eq!((left.calls, left.cost_usd), (3, Decimal::from(3)));
+
+    // Sweeping again changes nothing.
+    let again =
+        weir_server::upkeep::sweep(store.as_ref(), &settings(Some(90), Some(30)), now).await;
+    assert_eq!((again.deleted, again.rolled_up), (0, 0));
+    assert_eq!(total(store.clone()).await, left);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_gateway_sweeps_at_start_and_shows_it_in_status() {
+    let dir = tempdir("sweep-gw");
+    let db = dir.join("weir.sqlite3");
+    {
+        let store = weir_store::open_store(&weir_store::StoreLocation::Sqlite(db.clone()))
+            .await
+            .unwrap();
+        back_dated_calls(store.ledger.as_ref(), weir_server::ledger::now_ms()).await;
+    }
+    let gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\nledger:\n  retention: 90d\n  roll_up_after: 30d\n  sweep_every: 2h\n",
+        db.display()
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let ledger = loop {
+        let status = get_json(&gw, "/status").await;
+        if !status["ledger"]["last_sweep"].is_null() {
+            break status["ledger"].clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no sweep: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(ledger["retention"], "90d", "{ledger}");
+    assert_eq!(ledger["roll_up_after"], "30d", "{ledger}");
+    assert_eq!(ledger["sweep_every"], "2h", "{ledger}");
+    let sweep = &ledger["last_sweep"];
+    assert_eq!(sweep["deleted"], 1, "{ledger}");
+    assert_eq!(sweep["rolled_up"], 2, "{ledger}");
+    assert!(sweep.get("error").is_none(), "{ledger}");
+    assert!(sweep["at_ms"].as_i64().unwrap() > 0);
+    assert!(
+        ledger["store"].as_str().unwrap().contains("sqlite"),
+        "{ledger}"
+    );
+    // The rolled-up calls still count in the reports.
+    let usage = get_json(&gw, "/admin/usage?from=0").await;
+    assert_eq!(usage["data"][0]["requests"], 3, "{usage}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn without_ledger_settings_the_gateway_does_not_sweep() {
+    let dir = tempdir("no-sweep");
+    let gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\n",
+        dir.join("weir.sqlite3").display()
+    ))
+    .await;
+    let status = get_json(&gw, "/status").await;
+    assert!(status["ledger"].get("last_sweep").is_none(), "{status}");
+    assert!(status["ledger"].get("retention").is_none(), "{status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

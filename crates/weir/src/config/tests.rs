@@ -505,3 +505,57 @@ pricing:
     .unwrap_err();
     assert!(err.to_string().contains("above"), "{err}");
 }
+
+#[test]
+fn ledger_retention_and_roll_up_load_and_their_bounds_are_checked() {
+    let c = Config::from_yaml(
+        "ledger:\n  retention: 90d\n  roll_up_after: 30d\n",
+        &env(&[]),
+    )
+    .unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(c.ledger.retention, Some(90 * day));
+    assert_eq!(c.ledger.roll_up_after, Some(30 * day));
+    assert_eq!(c.ledger.sweep_every, std::time::Duration::from_secs(3600));
+    assert!(c.ledger.sweeps());
+    assert!(!Config::from_yaml("", &env(&[])).unwrap().ledger.sweeps());
+
+    let err = Config::from_yaml(
+        "ledger:\n  retention: 30d\n  roll_up_after: 90d\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].path, "ledger.retention");
+    assert!(
+        err.problems[0]
+            .reason
+            .contains("must be longer than roll_up_after"),
+        "{err}"
+    );
+    let err = Config::from_yaml(
+        "ledger:\n  retention: 2h\n  roll_up_after: soon\n  sweep_every: 0s\n  keep: 1d\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("keep"), "{err}");
+    let err = Config::from_yaml(
+        "ledger:\n  retention: 2h\n  roll_up_after: soon\n  sweep_every: 0s\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "ledger.retention",
+            "ledger.roll_up_after",
+            "ledger.sweep_every"
+        ],
+        "{err}"
+    );
+    assert!(
+        err.problems[0].reason.contains("shorter than a day"),
+        "{err}"
+    );
+}

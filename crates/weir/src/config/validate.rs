@@ -171,6 +171,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let limits = super::inbound::limits(&mut c, &raw);
     let redis = super::inbound::redis(&mut c, &raw);
     let budgets = super::budgets::budgets(&mut c, &raw);
+    let ledger = super::ledger::ledger(&mut c, &raw.ledger);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -187,6 +188,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             limits,
             redis,
             budgets,
+            ledger,
         })
     } else {
         Err(c.problems)

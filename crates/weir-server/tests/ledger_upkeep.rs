@@ -89,6 +89,7 @@ async fn an_unpriced_model_is_recorded_with_a_null_cost_and_reported_as_unpriced
     let models = status["models"].as_array().unwrap();
     let row = models.iter().find(|m| m["model"] == "local/echo").unwrap();
     assert_eq!(row["unpriced_calls"], 2);
+    assert_eq!(status["unpriced_models"], json!(["local/echo"]));
 
     gw.shutdown().await.unwrap();
     let store = weir_store::open_store(&weir_store::StoreLocation::Sqlite(db))

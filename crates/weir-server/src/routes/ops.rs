@@ -56,6 +56,8 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": status.uptime_seconds,
         "models": status.models,
+        // Called since start without a price: each needs a `pricing:` entry.
+        "unpriced_models": state.client.unpriced_models(),
         "keys": status.keys,
         "deployments": status.deployments,
         "limits": state.client.inbound_limits().map(|l| l.health()),

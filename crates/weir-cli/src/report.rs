@@ -74,13 +74,43 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
                     format!("\"{}\"", s.replace('"', "\"\""))
                 }
                 Value::String(s) => s.clone(),
+                // A cost no call had a price for is unknown, not zero.
+                Value::Null if *name == "cost_usd" && !args.csv => "unpriced".to_owned(),
                 Value::Null => String::new(),
                 other => other.to_string(),
             })
             .collect();
         writeln!(out, "{}", cells.join(sep))?;
     }
+    if let Some(line) = unpriced_footer(&answer) {
+        // Kept out of CSV, which a program reads: there it goes to stderr.
+        if args.csv {
+            eprintln!("{line}");
+        } else {
+            writeln!(out, "{line}")?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `unpriced: model-a (3 calls), model-b (1 call); add pricing: entries for them`, when the
+/// answer lists models without a price.
+fn unpriced_footer(answer: &Value) -> Option<String> {
+    let models: Vec<String> = answer["unpriced"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| {
+            let calls = m["calls"].as_u64()?;
+            let plural = if calls == 1 { "" } else { "s" };
+            Some(format!("{} ({calls} call{plural})", m["model"].as_str()?))
+        })
+        .collect();
+    (!models.is_empty()).then(|| {
+        format!(
+            "unpriced: {}; their cost is unknown: add a `pricing:` entry for each to the gateway's config",
+            models.join(", ")
+        )
+    })
 }
 
 /// `global`, or `kind=value`, as the admin API's scope.
@@ -155,4 +185,27 @@ pub async fn budgets(args: BudgetsArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&answer)?
     )?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_footer_names_each_unpriced_model_with_its_calls() {
+        let answer = json!({"data": [], "unpriced": [
+            {"model": "local/llama3", "calls": 3},
+            {"model": "local/qwen", "calls": 1},
+        ]});
+        assert_eq!(
+            unpriced_footer(&answer).as_deref(),
+            Some(
+                "unpriced: local/llama3 (3 calls), local/qwen (1 call); their cost is unknown: \
+                 add a `pricing:` entry for each to the gateway's config"
+            )
+        );
+        assert_eq!(unpriced_footer(&json!({"data": [], "unpriced": []})), None);
+        // An older gateway that does not list them.
+        assert_eq!(unpriced_footer(&json!({"data": []})), None);
+    }
 }

@@ -271,3 +271,18 @@ fn a_port_in_use_is_reported_once() {
     let said = err.matches("in use").count();
     assert_eq!(said, 1, "the OS message once ({reason}): {err}");
 }
+
+#[test]
+fn config_check_refuses_a_retention_shorter_than_the_roll_up_age() {
+    let dir = tempdir();
+    let file = dir.join("ledger.yaml");
+    std::fs::write(&file, "ledger:\n  retention: 30d\n  roll_up_after: 90d\n").unwrap();
+    let o = run(weir().args(["config", "check"]).arg(&file));
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("ledger.retention"), "{err}");
+    assert!(
+        err.contains("must be longer than roll_up_after") && err.contains("raise retention"),
+        "{err}"
+    );
+}

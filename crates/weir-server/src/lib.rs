@@ -26,6 +26,7 @@ pub mod ledger;
 pub mod routes;
 pub mod sse;
 pub mod state;
+pub mod upkeep;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -253,6 +254,10 @@ impl Server {
         if let Some(ledger) = &ledger_store {
             seed_budgets(&budgets, ledger.as_ref()).await;
         }
+        // Retention and roll-up, swept in the background from now on.
+        let upkeep = ledger_store.as_ref().and_then(|store| {
+            upkeep::LedgerUpkeep::start(std::sync::Arc::clone(store), config.ledger)
+        });
         let pricing = config.pricing.clone();
         let mut builder = weir::Client::builder(config).budgets(budgets);
         if let Some((spool, _)) = &ledger {
@@ -274,6 +279,7 @@ impl Server {
             state.ledger = Some(writer);
         }
         state.ledger_store = ledger_store;
+        state.upkeep = upkeep.map(std::sync::Arc::new);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|reason| ServeError::Bind { addr, reason })?;
@@ -329,6 +335,9 @@ impl Server {
         self.state.client.flush_cache().await;
         if let Some(keys) = &self.state.keys {
             keys.flush().await;
+        }
+        if let Some(upkeep) = &self.state.upkeep {
+            upkeep.stop().await;
         }
         if let Some(ledger) = &self.state.ledger
             && let Err(e) = ledger.flush().await

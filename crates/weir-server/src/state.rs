@@ -16,6 +16,8 @@ pub struct AppState {
     pub ledger: Option<Arc<weir_store::LedgerWriter>>,
     /// The ledger's store, for reports.
     pub ledger_store: Option<Arc<dyn weir_store::LedgerStore>>,
+    /// The ledger's retention and roll-up sweeper, when `ledger:` asks for one.
+    pub upkeep: Option<Arc<crate::upkeep::LedgerUpkeep>>,
 }
 
 impl AppState {
@@ -27,6 +29,7 @@ impl AppState {
             keys: None,
             ledger: None,
             ledger_store: None,
+            upkeep: None,
             client,
         }
     }

@@ -53,8 +53,8 @@ pub mod sqlite;
 pub use error::{StoreError, StoreResult};
 pub use keys::{KeyHash, KeyLimits, KeyLimitsUpdate, KeyRecord, KeyStore, KeyUpdate, NewKey};
 pub use ledger::{
-    Decimal, Dimension, LedgerHealth, LedgerRecord, LedgerStore, LedgerWriter, Spend, SpendFilter,
-    Spool, SpoolError, SpoolOptions, SpoolRange, UsageQuery, UsageRow,
+    Decimal, Dimension, LedgerHealth, LedgerRecord, LedgerStore, LedgerWriter, Savings, Spend,
+    SpendFilter, Spool, SpoolError, SpoolOptions, SpoolRange, UsageQuery, UsageRow,
 };
 pub use postgres::PostgresStore;
 pub use secret::{KEY_PREFIX, KeyHasher, generate_key, generate_key_id, key_hint};

@@ -12,7 +12,7 @@ mod ledger_support;
 use rust_decimal::Decimal;
 use weir_store::ledger::HOUR_MS;
 use weir_store::{
-    Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, SpoolRange, StoreError,
+    Dimension, LedgerRecord, LedgerStore, Savings, Spend, SpendFilter, SpoolRange, StoreError,
     StoreLocation, UsageQuery,
 };
 use weir_test_support::postgres::PostgresServer;
@@ -59,6 +59,9 @@ suite!(
     retention_deletes_calls_and_ended_days,
     roll_up_keeps_totals,
     roll_up_twice_adds_late_calls,
+    savings_split_hits_and_coalesced_calls,
+    savings_survive_a_roll_up,
+    concurrent_sweeps_change_no_total,
 );
 
 async fn records_round_trip(location: &StoreLocation) {
@@ -648,4 +651,106 @@ async fn roll_up_twice_adds_late_calls(location: &StoreLocation) {
             unpriced_calls: 1
         }
     );
+}
+
+/// A call answered without an upstream call: `cache` is `hit` or `coalesced`.
+fn free_call(at_ms: i64, id: &str, cache: &str, saved: Option<&str>) -> LedgerRecord {
+    LedgerRecord {
+        cache: cache.into(),
+        attempts: 0,
+        saved_usd: saved.map(dec),
+        ..call(at_ms, id, "gpt-4o")
+    }
+}
+
+async fn savings_split_hits_and_coalesced_calls(location: &StoreLocation) {
+    let store = stored_fixture(location).await;
+    let none = store.savings(0, i64::MAX).await.unwrap();
+    let calls = [
+        free_call(D0 + HOUR_MS, "h1", "hit", Some("0.25")),
+        free_call(D0 + 2 * HOUR_MS, "h2", "hit", Some("0.000000000001")),
+        // A hit on a model without a price saved an unknown amount: counted, adds nothing.
+        free_call(D0 + 3 * HOUR_MS, "h3", "hit", None),
+        free_call(D1 + HOUR_MS, "c1", "coalesced", Some("1.5")),
+    ];
+    store.append(&calls, None).await.unwrap();
+    let all = store.savings(0, i64::MAX).await.unwrap();
+    assert_eq!(
+        all.cache_hits,
+        none.cache_hits + 3,
+        "the fixture's own hits count too"
+    );
+    assert_eq!(
+        all.cache_hit_saved_usd - none.cache_hit_saved_usd,
+        dec("0.250000000001")
+    );
+    assert_eq!(all.coalesced, none.coalesced + 1);
+    assert_eq!(
+        all.coalesced_saved_usd - none.coalesced_saved_usd,
+        dec("1.5")
+    );
+    assert_eq!(all.rolled_up, 0);
+    assert_eq!(all.saved_usd() - none.saved_usd(), dec("1.750000000001"));
+    // The range is half-open, like every other total.
+    let second_day = store.savings(D1, D2).await.unwrap();
+    assert_eq!(second_day.coalesced, 1 + none.coalesced);
+    assert_eq!(
+        store.savings(D2, D2 + DAY).await.unwrap(),
+        Savings::default()
+    );
+}
+
+const DAY: i64 = weir_store::ledger::DAY_MS;
+
+async fn savings_survive_a_roll_up(location: &StoreLocation) {
+    let store = open(location).await;
+    store
+        .append(
+            &[
+                free_call(D0 + HOUR_MS, "h1", "hit", Some("0.5")),
+                free_call(D0 + HOUR_MS, "c1", "coalesced", Some("0.25")),
+                free_call(D1 + HOUR_MS, "h2", "hit", Some("2")),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let before = store.savings(0, i64::MAX).await.unwrap();
+    assert_eq!(before.calls(), 3);
+    assert_eq!(store.roll_up_days_before(D1).await.unwrap(), 2);
+    let after = store.savings(0, i64::MAX).await.unwrap();
+    assert_eq!(after.saved_usd(), before.saved_usd());
+    assert_eq!(after.calls(), 3);
+    // Rolled-up days keep hits and coalesced calls together.
+    assert_eq!(
+        after,
+        Savings {
+            cache_hits: 1,
+            cache_hit_saved_usd: dec("2"),
+            coalesced: 0,
+            coalesced_saved_usd: dec("0"),
+            rolled_up: 2,
+            rolled_up_saved_usd: dec("0.75"),
+        }
+    );
+    // Retention removes them with their day.
+    store.delete_before(D1).await.unwrap();
+    assert_eq!(store.savings(0, i64::MAX).await.unwrap().calls(), 1);
+}
+
+/// Replicas sharing a store may all sweep it at once: roll-ups and deletions racing each other
+/// leave the totals a single sweep leaves.
+async fn concurrent_sweeps_change_no_total(location: &StoreLocation) {
+    let store = stored_fixture(location).await;
+    let before = whole_day_totals(&*store).await;
+    let sweep = |store: std::sync::Arc<dyn LedgerStore>| async move {
+        let folded = store.roll_up_days_before(D2).await.unwrap();
+        let deleted = store.delete_before(D0).await.unwrap();
+        (folded, deleted)
+    };
+    let runs = futures::future::join_all((0..4).map(|_| sweep(store.clone()))).await;
+    let folded: u64 = runs.iter().map(|(f, _)| f).sum();
+    assert_eq!(folded, 6, "each call folded exactly once: {runs:?}");
+    assert_eq!(store.count().await.unwrap(), 0);
+    assert_eq!(whole_day_totals(&*store).await, before);
 }

@@ -367,6 +367,9 @@ impl LedgerStore for Flaky {
     async fn spend(&self, filter: &SpendFilter, from_ms: i64, to_ms: i64) -> StoreResult<Spend> {
         self.inner.spend(filter, from_ms, to_ms).await
     }
+    async fn savings(&self, from_ms: i64, to_ms: i64) -> StoreResult<weir_store::Savings> {
+        self.inner.savings(from_ms, to_ms).await
+    }
     async fn records(
         &self,
         from_ms: i64,

@@ -206,7 +206,8 @@ async fn every_operation_emits_exactly_one_usage_event_with_its_tokens_cost_and_
     assert_eq!(both[1].cost_usd, Some(Decimal::ZERO));
     assert_eq!((both[1].tokens.output, both[1].attempts), (2, 0));
 
-    // Failure: the upstream's status and error kind, no tokens, nothing priced.
+    // Failure: the upstream's status and error kind, no tokens, and so nothing spent (a
+    // zero cost, not an unknown one: the model has a price).
     let err = client
         .chat(chat("boom", 0.7, json!({"status": 500})))
         .await
@@ -215,7 +216,7 @@ async fn every_operation_emits_exactly_one_usage_event_with_its_tokens_cost_and_
     let e = only(events.take(), Operation::Chat, Outcome::Failure, 500);
     assert_eq!(e.error, Some(weir::ErrorKind::Upstream));
     assert_eq!(e.route.unwrap().deployment(), "mock/echo");
-    assert_eq!((e.tokens.input, e.cost_usd), (0, None));
+    assert_eq!((e.tokens.input, e.cost_usd), (0, Some(Decimal::ZERO)));
 
     // A model that routes nowhere: refused before routing, still one event.
     let mut nowhere = chat("x", 0.7, json!(null));

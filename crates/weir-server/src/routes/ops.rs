@@ -1,4 +1,5 @@
-//! Operational routes: `/health` (liveness), `/ready` (readiness), `/status` (counters).
+//! Operational routes: `/health` (liveness), `/ready` (readiness), `/status` (counters, and
+//! the usage ledger's backlog and upkeep).
 //!
 //! `/ready` is 503 while a cache tier or the inbound limits' store (Redis) does not answer:
 //! requests are still served (as misses; limits per `limits.on_store_error`), but a load
@@ -55,11 +56,28 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": status.uptime_seconds,
         "models": status.models,
+        // Called since start without a price: each needs a `pricing:` entry.
+        "unpriced_models": state.client.unpriced_models(),
         "keys": status.keys,
         "deployments": status.deployments,
         "limits": state.client.inbound_limits().map(|l| l.health()),
         "budgets": state.client.budgets().map(|b| b.health()),
         "gateway_keys": state.keys.as_ref().map(|k| k.status()),
-        "ledger": state.ledger.as_ref().map(|l| l.health()),
+        "ledger": ledger_status(&state),
     }))
+}
+
+/// The ledger writer's health, with the retention settings and the last sweep when the
+/// gateway sweeps (`retention`, `roll_up_after`, `sweep_every`, `last_sweep`).
+fn ledger_status(state: &AppState) -> serde_json::Value {
+    let Some(writer) = &state.ledger else {
+        return serde_json::Value::Null;
+    };
+    let mut out = serde_json::to_value(writer.health()).unwrap_or_else(|_| json!({}));
+    if let (Some(upkeep), serde_json::Value::Object(map)) = (&state.upkeep, &mut out)
+        && let Ok(serde_json::Value::Object(status)) = serde_json::to_value(upkeep.status())
+    {
+        map.extend(status);
+    }
+    out
 }

@@ -5,6 +5,10 @@
 //! Query: `group_by=model,day` (comma-separated; none: one total row), `from` and `to` (Unix
 //! seconds, or RFC 3339; default: the last 30 days up to now), and filters on any dimension
 //! (`team=search`, `model=gpt-4o`).
+//!
+//! Calls to models without a price are never counted as free: each row counts them in
+//! `unpriced_calls` (its `cost_usd` is `null` when all its calls are unpriced), and the JSON
+//! answer lists the models behind them under `unpriced`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -100,13 +104,7 @@ pub async fn usage(
         // What is still in the spool belongs in the answer.
         let _ = writer.flush().await;
     }
-    let rows = ledger.usage(&query).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "api_error",
-            format!("the usage ledger could not answer: {e}"),
-        )
-    })?;
+    let rows = ledger.usage(&query).await.map_err(unavailable)?;
     if params.get("format").map(String::as_str) == Some("csv") {
         let mut res = csv(&query, &rows).into_response();
         res.headers_mut().insert(
@@ -115,6 +113,7 @@ pub async fn usage(
         );
         return Ok(res);
     }
+    let unpriced = unpriced_models(ledger.as_ref(), &query, &rows).await?;
     let data: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
     Ok(json_response(&serde_json::json!({
         "object": "list",
@@ -122,7 +121,56 @@ pub async fn usage(
         "to_ms": query.to_ms,
         "group_by": query.group_by,
         "data": data,
+        "unpriced": unpriced,
     })))
+}
+
+/// The models behind the unpriced calls of `rows` (same range and filters), most calls
+/// first: what needs a `pricing:` entry. Asks the ledger again only when there are some.
+async fn unpriced_models(
+    ledger: &dyn weir_store::LedgerStore,
+    query: &UsageQuery,
+    rows: &[UsageRow],
+) -> Result<Vec<serde_json::Value>, ApiError> {
+    if rows.iter().all(|r| r.unpriced_calls == 0) {
+        return Ok(Vec::new());
+    }
+    let by_model = UsageQuery {
+        group_by: vec![Dimension::Model],
+        ..query.clone()
+    };
+    let mut models: Vec<(String, u64)> = ledger
+        .usage(&by_model)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .filter(|r| r.unpriced_calls > 0)
+        .map(|r| {
+            let model = r.group.into_iter().find_map(|(_, v)| v).unwrap_or_default();
+            (model, r.unpriced_calls)
+        })
+        .collect();
+    models.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(models
+        .into_iter()
+        .map(|(model, calls)| serde_json::json!({ "model": model, "calls": calls }))
+        .collect())
+}
+
+fn unavailable(e: weir_store::StoreError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "api_error",
+        format!(
+            "the usage ledger could not answer: {e}; check the store (GET /status, ledger) and retry"
+        ),
+    )
+}
+
+/// A row's cost: `null` when none of its calls had a price (its cost is unknown, not zero).
+fn row_cost(row: &UsageRow) -> Option<String> {
+    let all_unpriced = row.requests > 0 && row.unpriced_calls == row.requests;
+    (!all_unpriced).then(|| row.cost_usd.normalize().to_string())
 }
 
 fn row_json(row: &UsageRow) -> serde_json::Value {
@@ -138,7 +186,7 @@ fn row_json(row: &UsageRow) -> serde_json::Value {
         "output_tokens": row.output_tokens,
         "cached_input_tokens": row.cached_input_tokens,
         "reasoning_tokens": row.reasoning_tokens,
-        "cost_usd": row.cost_usd.normalize().to_string(),
+        "cost_usd": row_cost(row),
         "saved_usd": row.saved_usd.normalize().to_string(),
         "unpriced_calls": row.unpriced_calls,
     });
@@ -178,7 +226,7 @@ fn csv(query: &UsageQuery, rows: &[UsageRow]) -> String {
             row.output_tokens,
             row.cached_input_tokens,
             row.reasoning_tokens,
-            row.cost_usd.normalize(),
+            row_cost(row).unwrap_or_default(),
             row.saved_usd.normalize(),
             row.unpriced_calls
         );

@@ -8,8 +8,8 @@
 //! nor double-counts a call.
 //!
 //! Reading: [`LedgerStore::usage`] totals by any [`Dimension`]s over a time range,
-//! [`LedgerStore::spend`] is the one total that budgets need, and [`LedgerStore::records`]
-//! lists the calls themselves. Old calls are either deleted ([`LedgerStore::delete_before`]) or
+//! [`LedgerStore::spend`] is the one total that budgets need, [`LedgerStore::savings`] what
+//! the cache and single-flight saved, and [`LedgerStore::records`] lists the calls themselves. Old calls are either deleted ([`LedgerStore::delete_before`]) or
 //! folded into daily totals ([`LedgerStore::roll_up_days_before`]) that every total still
 //! includes.
 //!
@@ -362,6 +362,38 @@ pub struct Spend {
     pub unpriced_calls: u64,
 }
 
+/// What [`LedgerStore::savings`] returns: the calls answered without an upstream call of their
+/// own, and what they would have cost.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Savings {
+    /// Calls answered from the response cache.
+    pub cache_hits: u64,
+    /// What the cache hits would have cost.
+    pub cache_hit_saved_usd: Decimal,
+    /// Calls that shared an identical in-flight call's answer (single-flight followers).
+    pub coalesced: u64,
+    /// What the coalesced calls would have cost.
+    pub coalesced_saved_usd: Decimal,
+    /// Hits and coalesced calls of rolled-up days, which keep the two together.
+    pub rolled_up: u64,
+    /// What the rolled-up hits and coalesced calls would have cost.
+    pub rolled_up_saved_usd: Decimal,
+}
+
+impl Savings {
+    /// Every call counted here.
+    pub fn calls(&self) -> u64 {
+        self.cache_hits
+            .saturating_add(self.coalesced)
+            .saturating_add(self.rolled_up)
+    }
+
+    /// Everything saved.
+    pub fn saved_usd(&self) -> Decimal {
+        self.cache_hit_saved_usd + self.coalesced_saved_usd + self.rolled_up_saved_usd
+    }
+}
+
 /// The stretch of a spool a batch of records was read from: bytes `[from, to)` of the spool
 /// `spool_id` (offsets as [`spool`] describes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -431,6 +463,10 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     /// The total cost over `[from_ms, to_ms)` of the calls matching `filter`, rolled-up days
     /// included: what budgets compare against.
     async fn spend(&self, filter: &SpendFilter, from_ms: i64, to_ms: i64) -> StoreResult<Spend>;
+
+    /// The calls answered without an upstream call of their own over `[from_ms, to_ms)`
+    /// (cache hits and coalesced calls, rolled-up days included), and what they saved.
+    async fn savings(&self, from_ms: i64, to_ms: i64) -> StoreResult<Savings>;
 
     /// The calls themselves (not those rolled up) over `[from_ms, to_ms)`, oldest first (in
     /// the order they were appended when at the same millisecond), at most `limit`.

@@ -331,3 +331,45 @@ pub(crate) fn records(dialect: Dialect) -> String {
         dialect.param(3)
     )
 }
+
+/// The label [`savings`] gives the rolled-up days' row.
+pub(crate) const ROLLED_UP: &str = "rolled_up";
+
+/// Hits and coalesced calls in `[?1, ?2)`: one row per cache status among the calls (`hit`,
+/// `coalesced`), and one for the rolled-up days ([`ROLLED_UP`]): (label, calls, saved).
+pub(crate) fn savings(dialect: Dialect) -> String {
+    let (_, saved) = dialect.money();
+    let total = dialect.money_total(saved);
+    let (from, to) = (dialect.param(1), dialect.param(2));
+    format!(
+        "SELECT cache_status, CAST(COUNT(*) AS BIGINT), {total} FROM weir_ledger \
+         WHERE at_ms >= {from} AND at_ms < {to} AND cache_status IN ('hit', 'coalesced') \
+         GROUP BY cache_status \
+         UNION ALL \
+         SELECT '{ROLLED_UP}', CAST(COALESCE(SUM(cache_hits), 0) AS BIGINT), {total} \
+         FROM weir_ledger_daily WHERE day_ms >= {from} AND day_ms < {to}"
+    )
+}
+
+/// Adds one row of [`savings`] to the total.
+pub(crate) fn add_savings(
+    total: &mut super::Savings,
+    label: &str,
+    calls: u64,
+    saved: rust_decimal::Decimal,
+) {
+    match label {
+        super::cache::HIT => {
+            total.cache_hits += calls;
+            total.cache_hit_saved_usd += saved;
+        }
+        super::cache::COALESCED => {
+            total.coalesced += calls;
+            total.coalesced_saved_usd += saved;
+        }
+        _ => {
+            total.rolled_up += calls;
+            total.rolled_up_saved_usd += saved;
+        }
+    }
+}

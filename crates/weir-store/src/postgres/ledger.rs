@@ -18,8 +18,9 @@ use super::PostgresStore;
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::sql::{self, Dialect, Param};
 use crate::ledger::{
-    DAY_MS, Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, SpoolRange, UsageQuery,
-    UsageRow, bucket_start, format_bucket, from_db_u64, round_money, sort_rows, to_db_u64,
+    DAY_MS, Dimension, LedgerRecord, LedgerStore, Savings, Spend, SpendFilter, SpoolRange,
+    UsageQuery, UsageRow, bucket_start, format_bucket, from_db_u64, round_money, sort_rows,
+    to_db_u64,
 };
 
 const D: Dialect = Dialect::Postgres;
@@ -48,6 +49,7 @@ static MOVE_SPOOL: LazyLock<String> = LazyLock::new(|| sql::move_spool(D));
 static SPOOL_AT: LazyLock<String> = LazyLock::new(|| sql::spool_at(D));
 static ROLL_UP: LazyLock<String> = LazyLock::new(|| sql::roll_up(D));
 static RECORDS: LazyLock<String> = LazyLock::new(|| sql::records(D));
+static SAVINGS: LazyLock<String> = LazyLock::new(|| sql::savings(D));
 
 /// The largest cost `NUMERIC(38,12)` holds is just under 10²⁶.
 static MONEY_LIMIT: LazyLock<Decimal> =
@@ -277,6 +279,25 @@ impl LedgerStore for PostgresStore {
                 unpriced_calls: row.unpriced_calls,
             })
             .unwrap_or_default())
+    }
+
+    async fn savings(&self, from_ms: i64, to_ms: i64) -> StoreResult<Savings> {
+        let op = "totalling cache savings";
+        let err = query_err(op);
+        let client = self.client(op).await?;
+        let stmt = client.prepare_cached(&SAVINGS).await.map_err(&err)?;
+        let rows = client
+            .query(&stmt, &[&from_ms, &to_ms])
+            .await
+            .map_err(&err)?;
+        let mut total = Savings::default();
+        for row in &rows {
+            let label: String = row.try_get(0).map_err(&err)?;
+            let calls = from_db_u64(row.try_get(1).map_err(&err)?);
+            let saved: Decimal = row.try_get(2).map_err(&err)?;
+            sql::add_savings(&mut total, &label, calls, saved.normalize());
+        }
+        Ok(total)
     }
 
     async fn records(

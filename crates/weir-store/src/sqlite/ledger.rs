@@ -15,9 +15,9 @@ use super::{Fail, SqliteStore};
 use crate::error::{StoreError, StoreResult};
 use crate::ledger::sql::{self, Dialect, Param, RECORD_COLUMNS};
 use crate::ledger::{
-    DAY_MS, Dimension, LedgerRecord, LedgerStore, Spend, SpendFilter, SpoolRange, UsageQuery,
-    UsageRow, bucket_start, format_bucket, from_db_u64, picodollars_to_usd, sort_rows, to_db_u64,
-    usd_to_picodollars,
+    DAY_MS, Dimension, LedgerRecord, LedgerStore, Savings, Spend, SpendFilter, SpoolRange,
+    UsageQuery, UsageRow, bucket_start, format_bucket, from_db_u64, picodollars_to_usd, sort_rows,
+    to_db_u64, usd_to_picodollars,
 };
 
 const D: Dialect = Dialect::Sqlite;
@@ -35,6 +35,7 @@ static MOVE_SPOOL: LazyLock<String> = LazyLock::new(|| sql::move_spool(D));
 static SPOOL_AT: LazyLock<String> = LazyLock::new(|| sql::spool_at(D));
 static ROLL_UP: LazyLock<String> = LazyLock::new(|| sql::roll_up(D));
 static RECORDS: LazyLock<String> = LazyLock::new(|| sql::records(D));
+static SAVINGS: LazyLock<String> = LazyLock::new(|| sql::savings(D));
 
 impl ToSql for Param {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -202,6 +203,24 @@ impl LedgerStore for SqliteStore {
                 unpriced_calls: row.unpriced_calls,
             })
             .unwrap_or_default())
+    }
+
+    async fn savings(&self, from_ms: i64, to_ms: i64) -> StoreResult<Savings> {
+        self.read("totalling cache savings", move |c| {
+            let mut stmt = c.prepare_cached(&SAVINGS)?;
+            let mut rows = stmt
+                .query(rusqlite::params![from_ms, to_ms])
+                .map_err(overflow)?;
+            let mut total = Savings::default();
+            while let Some(row) = rows.next().map_err(overflow)? {
+                let label: String = row.get(0)?;
+                let calls = from_db_u64(row.get(1)?);
+                let saved = picodollars_to_usd(row.get(2)?);
+                sql::add_savings(&mut total, &label, calls, saved);
+            }
+            Ok(total)
+        })
+        .await
     }
 
     async fn records(

@@ -64,14 +64,8 @@ pub(crate) struct Rate {
 
 impl Rate {
     fn of(price: &ModelPrice) -> Self {
-        let input = [price.cached_input, price.cache_write]
-            .into_iter()
-            .flatten()
-            .fold(price.input, Decimal::max);
-        Self {
-            input,
-            output: price.output,
-        }
+        let (input, output) = price.dearest();
+        Self { input, output }
     }
 
     fn max(self, other: Self) -> Self {

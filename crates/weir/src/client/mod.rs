@@ -196,6 +196,8 @@ pub(crate) struct Inner {
     limits: Option<Arc<InboundLimits>>,
     /// The spend budgets the builder registered (the admission after the limiter).
     budgets: Option<Arc<Budgets>>,
+    /// Models called without a price, each warned about once.
+    unpriced: crate::pricing::UnpricedModels,
 }
 
 /// The weir client. Cheap to clone.
@@ -423,6 +425,7 @@ impl ClientBuilder {
                 seams: self.seams,
                 limits,
                 budgets,
+                unpriced: crate::pricing::UnpricedModels::default(),
             }),
         })
     }
@@ -479,11 +482,25 @@ impl Client {
         }
     }
 
+    /// What a call cost upstream; `None` (never zero) for a model without a price, which is
+    /// warned about once.
     pub(crate) fn price(&self, route: &Route, usage: &Usage) -> Option<Decimal> {
-        self.inner
+        let cost = self
+            .inner
             .config
             .pricing
-            .cost(&route.provider, &route.upstream_model, usage)
+            .cost(&route.provider, &route.upstream_model, usage);
+        if cost.is_none() {
+            self.inner
+                .unpriced
+                .note(&route.provider, &route.upstream_model);
+        }
+        cost
+    }
+
+    /// The models called so far that have no price (`provider/model`, sorted).
+    pub fn unpriced_models(&self) -> Vec<String> {
+        self.inner.unpriced.models()
     }
 
     /// A complete chat completion.

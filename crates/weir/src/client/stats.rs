@@ -35,6 +35,7 @@ struct Counters {
     completion_tokens: AtomicU64,
     cached_tokens: AtomicU64,
     cost_nanodollars: AtomicU64,
+    unpriced_calls: AtomicU64,
 }
 
 /// Per-model totals as reported.
@@ -49,8 +50,10 @@ pub struct ModelTotals {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
-    /// Dollars, exact to the nanodollar.
+    /// Dollars, exact to the nanodollar, of the priced calls.
     pub cost_usd: Decimal,
+    /// Calls whose cost is unknown (a model without a price): in `calls`, not in `cost_usd`.
+    pub unpriced_calls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -104,13 +107,15 @@ impl Counters {
             .fetch_add(tokens.output, Ordering::Relaxed);
         c.cached_tokens
             .fetch_add(tokens.cached_input, Ordering::Relaxed);
-        if let Some(cost) = cost {
-            let nanos = (cost * Decimal::from(1_000_000_000u64))
-                .round()
-                .to_u64()
-                .unwrap_or(0);
-            c.cost_nanodollars.fetch_add(nanos, Ordering::Relaxed);
-        }
+        let Some(cost) = cost else {
+            c.unpriced_calls.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let nanos = (cost * Decimal::from(1_000_000_000u64))
+            .round()
+            .to_u64()
+            .unwrap_or(0);
+        c.cost_nanodollars.fetch_add(nanos, Ordering::Relaxed);
     }
 }
 
@@ -138,6 +143,7 @@ impl Stats {
                 cached_tokens: c.cached_tokens.load(Ordering::Relaxed),
                 cost_usd: Decimal::from(c.cost_nanodollars.load(Ordering::Relaxed))
                     / Decimal::from(1_000_000_000u64),
+                unpriced_calls: c.unpriced_calls.load(Ordering::Relaxed),
             })
             .collect();
         out.sort_by(|a, b| a.model.cmp(&b.model));

@@ -19,6 +19,7 @@
 mod budgets;
 mod groups;
 mod inbound;
+mod ledger;
 mod model;
 pub mod raw;
 mod validate;
@@ -26,6 +27,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use ledger::LedgerConfig;
 pub use model::*;
 
 /// One thing wrong with the configuration.

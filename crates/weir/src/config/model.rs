@@ -35,6 +35,8 @@ pub struct Config {
     /// Spend budgets (`budgets:`, and `LLM_DAILY_BUDGET` / `LLM_MONTHLY_BUDGET`).
     pub budgets: crate::budgets::BudgetsConfig,
     pub store: StoreConfig,
+    /// The usage ledger's retention and roll-up (`ledger:`).
+    pub ledger: super::LedgerConfig,
 }
 
 /// The Redis that gateway instances share state through (`redis:`, or `WEIR_REDIS_URL`).

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub limits: RawInboundLimits,
     pub redis: Option<RawRedis>,
     pub budgets: Option<RawBudgets>,
+    /// The usage ledger's retention and roll-up.
+    pub ledger: RawLedger,
 }
 
 /// `budgets:`: a list of budget specs, or a map of them by id that may also hold the
@@ -38,6 +40,15 @@ pub struct RawConfig {
 pub enum RawBudgets {
     List(Vec<serde_json::Value>),
     Map(BTreeMap<String, serde_json::Value>),
+}
+
+/// `ledger:`: the usage ledger's retention and roll-up, as durations (`90d`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLedger {
+    pub retention: Option<String>,
+    pub roll_up_after: Option<String>,
+    pub sweep_every: Option<String>,
 }
 
 /// `limits:`: inbound rate limits.

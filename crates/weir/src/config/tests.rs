@@ -466,3 +466,96 @@ budgets:
     assert_eq!(err.problems[0].path, "budgets[1].id");
     assert!(err.problems[0].reason.contains("two budgets"), "{err}");
 }
+
+#[test]
+fn price_tiers_load_and_bad_prices_are_reported_by_entry() {
+    let yaml = r#"
+pricing:
+  local/big:
+    input: 1
+    output: 4
+    reasoning: 5
+    batch_multiplier: 0.5
+    long_context: { above_input_tokens: 1000, input: 2, output: 6 }
+"#;
+    let c = Config::from_yaml(yaml, &env(&[])).unwrap();
+    let price = c.pricing.lookup("local", "big").unwrap();
+    assert_eq!(price.long_context.unwrap().above_input_tokens, 1000);
+
+    let yaml = r#"
+pricing:
+  a/neg: { input: -1, output: 1 }
+  b/batch: { input: 1, output: 1, batch_multiplier: 1.5 }
+  c/long: { input: 1, output: 1, long_context: { above_input_tokens: 0, input: 1, output: 1 } }
+"#;
+    let err = Config::from_yaml(yaml, &env(&[])).unwrap_err();
+    let problems: Vec<(&str, &str)> = err
+        .problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.reason.as_str()))
+        .collect();
+    assert_eq!(problems.len(), 3, "{err}");
+    assert!(problems[0].0 == "pricing.a/neg" && problems[0].1.contains("negative"));
+    assert!(problems[1].0 == "pricing.b/batch" && problems[1].1.contains("0.5 for half"));
+    assert!(problems[2].0 == "pricing.c/long" && problems[2].1.contains("200000"));
+    let err = Config::from_yaml(
+        "pricing:\n  a/b: { input: 1, output: 1, long_context: { above: 5, input: 1, output: 1 } }\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("above"), "{err}");
+}
+
+#[test]
+fn ledger_retention_and_roll_up_load_and_their_bounds_are_checked() {
+    let c = Config::from_yaml(
+        "ledger:\n  retention: 90d\n  roll_up_after: 30d\n",
+        &env(&[]),
+    )
+    .unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(c.ledger.retention, Some(90 * day));
+    assert_eq!(c.ledger.roll_up_after, Some(30 * day));
+    assert_eq!(c.ledger.sweep_every, std::time::Duration::from_secs(3600));
+    assert!(c.ledger.sweeps());
+    assert!(!Config::from_yaml("", &env(&[])).unwrap().ledger.sweeps());
+
+    let err = Config::from_yaml(
+        "ledger:\n  retention: 30d\n  roll_up_after: 90d\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].path, "ledger.retention");
+    assert!(
+        err.problems[0]
+            .reason
+            .contains("must be longer than roll_up_after"),
+        "{err}"
+    );
+    let err = Config::from_yaml(
+        "ledger:\n  retention: 2h\n  roll_up_after: soon\n  sweep_every: 0s\n  keep: 1d\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("keep"), "{err}");
+    let err = Config::from_yaml(
+        "ledger:\n  retention: 2h\n  roll_up_after: soon\n  sweep_every: 0s\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "ledger.retention",
+            "ledger.roll_up_after",
+            "ledger.sweep_every"
+        ],
+        "{err}"
+    );
+    assert!(
+        err.problems[0].reason.contains("shorter than a day"),
+        "{err}"
+    );
+}

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use rust_decimal::Decimal;
 use secrecy::SecretString;
 use url::Url;
 
@@ -16,7 +15,7 @@ use super::model::*;
 use super::raw::{RawConfig, RawKey, RawLimits, RawProvider, RawSize};
 use super::{Env, Problem};
 use crate::pool::{KeyLimits, PoolConfig};
-use crate::pricing::{ModelPrice, PricingTable};
+use crate::pricing::PricingTable;
 
 /// The documented default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4100";
@@ -159,16 +158,11 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
 
     let mut pricing = PricingTable::bundled();
     for (model, price) in &raw.pricing {
-        let negative = |d: Decimal| d.is_sign_negative();
-        if negative(price.input)
-            || negative(price.output)
-            || price.cached_input.is_some_and(negative)
-            || price.cache_write.is_some_and(negative)
-        {
-            c.problem(format!("pricing.{model}"), "prices must not be negative");
+        if let Some(problem) = price.problem() {
+            c.problem(format!("pricing.{model}"), problem);
             continue;
         }
-        pricing.set(model.clone(), ModelPrice { ..*price });
+        pricing.set(model.clone(), *price);
     }
 
     let mock = mock(&mut c, &raw);
@@ -177,6 +171,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let limits = super::inbound::limits(&mut c, &raw);
     let redis = super::inbound::redis(&mut c, &raw);
     let budgets = super::budgets::budgets(&mut c, &raw);
+    let ledger = super::ledger::ledger(&mut c, &raw.ledger);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -193,6 +188,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             limits,
             redis,
             budgets,
+            ledger,
         })
     } else {
         Err(c.problems)

@@ -214,13 +214,15 @@ impl Call {
         if let (Some(lease), Some(u)) = (lease, usage.as_ref()) {
             lease.settle(u.prompt_tokens, u.completion_tokens);
         }
-        let cost_usd = if self.cache.is_free() {
-            Some(Decimal::ZERO)
-        } else {
-            route
-                .as_ref()
-                .zip(usage.as_ref())
-                .and_then(|(r, u)| self.client.price(r, u))
+        let cost_usd = match (&route, &usage) {
+            _ if self.cache.is_free() => Some(Decimal::ZERO),
+            (Some(r), Some(u)) => self.client.price(r, u),
+            // A failure that reported no usage spent no tokens: providers bill tokens, and
+            // report those of every call they bill. Counting it as unpriced would list
+            // priced models as unpriced each time they fail.
+            (_, None) if error.is_some() => Some(Decimal::ZERO),
+            // Usage unknown (an upstream that reports none): the cost is unknown, not zero.
+            _ => None,
         };
         let outcome = if disconnected {
             Outcome::Disconnected

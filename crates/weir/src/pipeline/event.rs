@@ -161,8 +161,9 @@ pub struct UsageEvent {
     pub tokens: Tokens,
     /// `true` when the tokens are weir's estimate: a stream cut before its usage arrived.
     pub tokens_estimated: bool,
-    /// Dollars spent upstream: zero for hits and shared answers, `None` when the model has
-    /// no known price or nothing is known of the usage.
+    /// Dollars spent upstream: zero for hits, shared answers and failures that reported no
+    /// usage; `None` (never zero) when the model has no known price or a successful call's
+    /// usage is unknown.
     pub cost_usd: Option<Decimal>,
     pub cache: CacheOutcome,
     pub latency: Latencies,

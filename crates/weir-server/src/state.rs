@@ -1,4 +1,5 @@
-//! What every handler shares: the client, the key authority and the server settings.
+//! What every handler shares: the client, the key authority, the stores and the server
+//! settings.
 
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub struct AppState {
     pub ledger: Option<Arc<weir_store::LedgerWriter>>,
     /// The ledger's store, for reports.
     pub ledger_store: Option<Arc<dyn weir_store::LedgerStore>>,
+    /// Budgets kept in the store, when the gateway has one: admin changes go through it.
+    pub budget_sync: Option<Arc<crate::budgets::BudgetSync>>,
 }
 
 impl AppState {
@@ -27,6 +30,7 @@ impl AppState {
             keys: None,
             ledger: None,
             ledger_store: None,
+            budget_sync: None,
             client,
         }
     }

@@ -12,7 +12,9 @@
 //!   `POST /v1/messages/count_tokens`;
 //! - `GET /health`, `GET /ready`, `GET /status`;
 //! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
-//!   keys).
+//!   keys);
+//! - `/admin/keys`, `/admin/usage`, `/admin/budgets`, `GET /admin/recommendations` (behind
+//!   the admin guard).
 //!
 //! Every request passes through the gateway's [`layers`], composed once around the finished
 //! router: request id, access log, panic containment and authentication (an async
@@ -24,6 +26,7 @@ pub mod extract;
 pub mod keys;
 pub mod layers;
 pub mod ledger;
+pub mod recommend;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -152,6 +155,7 @@ pub fn router_with(
                 .delete(routes::budgets::remove),
         )
         .route("/admin/keys/{id}/rotate", post(routes::keys::rotate))
+        .route("/admin/recommendations", get(routes::recommendations::list))
         .route("/cache/stats", get(routes::admin::cache_stats))
         .route("/cache", axum::routing::delete(routes::admin::clear_cache))
         .fallback(not_found)

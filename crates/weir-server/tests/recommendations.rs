@@ -215,3 +215,78 @@ async fn bad_parameters_and_a_gateway_without_a_ledger_are_refused() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn prompts_repeated_through_the_gateway_are_recognised_by_their_fingerprint() {
+    let dir = std::env::temp_dir().join(format!(
+        "weir-recommend-real-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
+    let mut gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\n",
+        dir.join("weir.sqlite3").display()
+    ))
+    .await;
+    // Sampled (temperature 0.7): the cache is bypassed, so every repeat is paid again.
+    for text in [
+        "same question",
+        "same question",
+        "same question",
+        "another one",
+    ] {
+        let res = gw
+            .post("/v1/chat/completions")
+            .json(&json!({"model": "mock/echo", "temperature": 0.7,
+                          "messages": [{"role": "user", "content": text}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // Until the ledger writer has stored the calls.
+    let started = std::time::Instant::now();
+    let body = loop {
+        let body: Value = gw
+            .get("/admin/recommendations")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["calls_analysed"] == 4 {
+            break body;
+        }
+        assert!(started.elapsed().as_secs() < 10, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let repeats: Vec<_> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "cache_repeats")
+        .collect();
+    assert_eq!(repeats.len(), 1, "{body}");
+    assert_eq!(repeats[0]["figures"]["model"], "mock/echo");
+    assert_eq!(repeats[0]["figures"]["repeats"], 2);
+    assert_eq!(repeats[0]["figures"]["prompts"], 1);
+    assert_ne!(repeats[0]["saving_usd"], "0");
+    gw.shutdown().await.unwrap();
+
+    let store = weir_store::open_store(&StoreLocation::Sqlite(dir.join("weir.sqlite3")))
+        .await
+        .unwrap();
+    let calls = store.ledger.records(0, i64::MAX, 10).await.unwrap();
+    let prints: Vec<_> = calls
+        .iter()
+        .map(|c| c.prompt_fingerprint.clone().unwrap())
+        .collect();
+    assert_eq!(prints[0], prints[1]);
+    assert_ne!(prints[0], prints[3]);
+    assert!(
+        !prints[0].contains("same question"),
+        "a hash, never the prompt"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -132,8 +132,8 @@ impl BudgetSync {
     }
 
     /// Make the budgets the configured ones overlaid with `stored`: remove what is gone, set
-    /// what is new or changed (a change keeps the spend counted so far), and seed what is
-    /// new when `seed_new`.
+    /// what is new or changed (a changed limit keeps the spend counted so far), and, when
+    /// `seed_new`, start what is new or has new periods from the ledger.
     async fn apply(&self, stored: Vec<StoredBudget>, seed_new: bool) {
         let _one = self.applying.lock().await;
         let wanted = overlay(&self.configured, &stored);
@@ -155,7 +155,11 @@ impl BudgetSync {
                 tracing::warn!(budget = %id, error = %e, "cannot apply the stored budget");
                 continue;
             }
-            if before.is_none()
+            // A new budget, or one whose periods changed, counts from zero: start it from
+            // the ledger. A changed limit alone keeps the spend counted so far.
+            let restarted =
+                before.is_none_or(|b| b.period != spec.period || b.time_zone != spec.time_zone);
+            if restarted
                 && seed_new
                 && let Some(ledger) = &self.ledger
             {
@@ -284,4 +288,65 @@ pub async fn daily_history(
             Some((day, row.cost_usd))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+    use weir::budgets::BudgetPeriod;
+
+    use super::*;
+
+    fn spec(id: &str, limit: i64) -> BudgetSpec {
+        BudgetSpec::new(
+            id,
+            BudgetScope::Global,
+            Decimal::from(limit),
+            BudgetPeriod::Daily,
+        )
+    }
+
+    fn stored(id: &str, spec: Option<serde_json::Value>) -> StoredBudget {
+        StoredBudget {
+            id: id.into(),
+            spec,
+            updated_at: 1,
+        }
+    }
+
+    #[test]
+    fn stored_changes_override_the_configuration_in_order() {
+        let configured = [spec("a", 1), spec("b", 2), spec("keep", 3)];
+        let changes = [
+            stored("a", Some(serde_json::to_value(spec("a", 10)).unwrap())),
+            stored("b", None),
+            stored("c", Some(serde_json::to_value(spec("c", 4)).unwrap())),
+            // Written by some other version: ignored, the configured one stays.
+            stored("keep", Some(json!({"id": "keep", "colour": "red"}))),
+            // A spec stored under another id is not trusted either.
+            stored("d", Some(serde_json::to_value(spec("e", 5)).unwrap())),
+        ];
+        let out = overlay(&configured, &changes);
+        let ids: Vec<(&str, Decimal)> = out.iter().map(|b| (b.id.as_str(), b.limit_usd)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("a", Decimal::from(10)),
+                ("c", Decimal::from(4)),
+                ("keep", Decimal::from(3))
+            ]
+        );
+    }
+
+    #[test]
+    fn scopes_filter_the_ledger_by_their_dimension() {
+        assert_eq!(spend_filter(&BudgetScope::Global), SpendFilter::default());
+        let team = spend_filter(&BudgetScope::Team("search".into()));
+        assert_eq!(team.team.as_deref(), Some("search"));
+        assert_eq!(team.to_filters().len(), 1);
+        let key = spend_filter(&BudgetScope::Key("key_1".into()));
+        assert_eq!(key.key_id.as_deref(), Some("key_1"));
+    }
 }

@@ -63,21 +63,7 @@ async fn delete(gw: &Gateway, id: &str) -> u16 {
 
 /// Chat until refused; the status of the first refusal, or 200 if none came in 30 calls.
 async fn chat_until_refused(gw: &Gateway) -> u16 {
-    for _ in 0..30 {
-        let res = gw
-            .post("/v1/chat/completions")
-            .json(
-                &json!({"model": "mock/echo", "temperature": 0.7, "max_tokens": 10,
-                          "messages": [{"role": "user", "content": "hello there"}]}),
-            )
-            .send()
-            .await
-            .unwrap();
-        if res.status() != 200 {
-            return res.status().as_u16();
-        }
-    }
-    200
+    chat_until_refused_after(gw, 30).await
 }
 
 #[tokio::test]
@@ -151,33 +137,66 @@ async fn a_stored_budget_wins_over_the_configured_one_with_its_id() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Budgets set and removed on `one` reach `two` (both on one store).
+async fn two_follows_one(one: &Gateway, two: &Gateway) {
+    let wait_for = |want: u16| async move {
+        let started = Instant::now();
+        loop {
+            let (status, _) = get(two, "/admin/budgets/shared").await;
+            if status == want {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the second gateway never answered {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let body = json!({"scope": {"project": "web"}, "limit_usd": "10", "period": "monthly"});
+    assert_eq!(put(one, "shared", body).await, 200);
+    wait_for(200).await;
+    let raised = json!({"scope": {"project": "web"}, "limit_usd": "20", "period": "monthly"});
+    assert_eq!(put(one, "shared", raised).await, 200);
+    let started = Instant::now();
+    while get(two, "/admin/budgets/shared").await.1["spec"]["limit_usd"] != "20" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the change never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(delete(one, "shared").await, 200);
+    wait_for(404).await;
+}
+
 #[tokio::test]
 async fn a_second_gateway_on_the_same_store_follows_budget_changes() {
     let dir = tempdir("stored-budgets-replicas");
     let one = Gateway::start(&yaml(&dir, "spool-one", "")).await;
     let two = Gateway::start(&yaml(&dir, "spool-two", "")).await;
-    let wait_for = |want: u16| {
-        let two = &two;
-        async move {
-            let started = Instant::now();
-            loop {
-                let (status, _) = get(two, "/admin/budgets/shared").await;
-                if status == want {
-                    return;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "the second gateway never answered {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+    two_follows_one(&one, &two).await;
+    drop((one, two));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn replicas_on_postgres_share_budget_changes() {
+    let Some(server) = weir_test_support::postgres::PostgresServer::shared().unwrap() else {
+        eprintln!("postgres not installed: skipping");
+        return;
     };
-    let body = json!({"scope": {"project": "web"}, "limit_usd": "10", "period": "monthly"});
-    assert_eq!(put(&one, "shared", body).await, 200);
-    wait_for(200).await;
-    assert_eq!(delete(&one, "shared").await, 200);
-    wait_for(404).await;
+    let url = server.create_unique_database("stored_budgets").unwrap();
+    let dir = tempdir("stored-budgets-postgres");
+    let config = |spool: &str| {
+        format!(
+            "store:\n  postgres: {{ url: '{url}' }}\n  spool_dir: {}\n{PRICED}",
+            dir.join(spool).display()
+        )
+    };
+    let one = Gateway::start(&config("spool-one")).await;
+    let two = Gateway::start(&config("spool-two")).await;
+    two_follows_one(&one, &two).await;
     drop((one, two));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -243,4 +262,48 @@ async fn forecasts_follow_the_ledgers_daily_spend() {
     );
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_budget_whose_period_changes_starts_again_from_the_ledger() {
+    let dir = tempdir("stored-budgets-period");
+    let gw = Gateway::start(&yaml(&dir, "spool", "")).await;
+    let daily = json!({"scope": "global", "limit_usd": "100", "period": "daily"});
+    assert_eq!(put(&gw, "g", daily).await, 200);
+    assert_eq!(chat_until_refused_after(&gw, 1).await, 200);
+    // Until the ledger writer has stored the call.
+    let started = Instant::now();
+    while get(&gw, "/admin/usage").await.1["data"][0]["requests"] != 1 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spent = |v: &Value| v["spent_usd"].as_str().unwrap().parse::<Decimal>().unwrap();
+    let before = spent(&get(&gw, "/admin/budgets/g").await.1);
+    assert!(before > Decimal::ZERO);
+    let weekly = json!({"scope": "global", "limit_usd": "100", "period": "weekly"});
+    assert_eq!(put(&gw, "g", weekly).await, 200);
+    let (_, after) = get(&gw, "/admin/budgets/g").await;
+    assert_eq!(after["spec"]["period"], "weekly");
+    assert_eq!(spent(&after), before, "today's call is in this week too");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Make `calls` calls; the status of the first that is not a 200, else 200.
+async fn chat_until_refused_after(gw: &Gateway, calls: usize) -> u16 {
+    for _ in 0..calls {
+        let res = gw
+            .post("/v1/chat/completions")
+            .json(
+                &json!({"model": "mock/echo", "temperature": 0.7, "max_tokens": 10,
+                          "messages": [{"role": "user", "content": "hello there"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        if res.status() != 200 {
+            return res.status().as_u16();
+        }
+    }
+    200
 }

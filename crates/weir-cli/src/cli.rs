@@ -45,6 +45,9 @@ pub enum Command {
     Budgets(BudgetsArgs),
     /// Usage and cost from a running gateway's ledger (/admin/usage).
     Usage(UsageArgs),
+    /// What could be cheaper or cleaner, with the dollars it would save
+    /// (/admin/recommendations).
+    Recommend(RecommendArgs),
 }
 
 /// Where the gateway's admin API is.
@@ -98,6 +101,24 @@ pub enum BudgetsCommand {
     },
     /// Remove a budget.
     Remove { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    /// Days of ledger to read (1 to 90; the gateway's default is 7).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Calls a deployment needs before its answers or retries are judged (default 20).
+    #[arg(long)]
+    pub min_calls: Option<u64>,
+    /// Days unused before a gateway key is reported idle (default 30).
+    #[arg(long)]
+    pub idle_days: Option<u32>,
+    /// Print the gateway's JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(args) => keys::run(args).await,
         Command::Budgets(args) => report::budgets(args).await,
         Command::Usage(args) => report::usage(args).await,
+        Command::Recommend(args) => report::recommend(args).await,
         Command::Serve(args) => {
             let mut config =
                 with_data_dir(with_persistent_cache(load_config(cli.config.as_deref())?));

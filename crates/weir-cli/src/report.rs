@@ -1,5 +1,5 @@
-//! `weir usage` and `weir budgets`: the ledger's totals and the spend budgets of a running
-//! gateway, through its admin API.
+//! `weir usage`, `weir budgets` and `weir recommend`: the ledger's totals, the spend budgets
+//! and the recommendations of a running gateway, through its admin API.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::UsageError;
 use crate::admin::Admin;
-use crate::cli::{BudgetsArgs, BudgetsCommand, UsageArgs};
+use crate::cli::{BudgetsArgs, BudgetsCommand, RecommendArgs, UsageArgs};
 
 pub async fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.target.url, args.target.admin_key.as_deref())?;
@@ -184,6 +184,51 @@ pub async fn budgets(args: BudgetsArgs) -> anyhow::Result<ExitCode> {
         "{}",
         serde_json::to_string_pretty(&answer)?
     )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weir recommend`: a table (kind, saving, message) by default, the gateway's JSON with
+/// `--json`.
+pub async fn recommend(args: RecommendArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.target.url, args.target.admin_key.as_deref())?;
+    let query: Vec<String> = [
+        ("days", args.days.map(u64::from)),
+        ("min_calls", args.min_calls),
+        ("idle_days", args.idle_days.map(u64::from)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+    .collect();
+    let path = if query.is_empty() {
+        "/admin/recommendations".to_owned()
+    } else {
+        format!("/admin/recommendations?{}", query.join("&"))
+    };
+    let answer = admin.send(reqwest::Method::GET, &path, None).await?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&answer)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let items = answer["data"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        writeln!(
+            out,
+            "nothing to recommend from the last {} days ({} calls read)",
+            answer["days"], answer["calls_analysed"]
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "kind\tsaving_usd\tmessage")?;
+    for item in &items {
+        writeln!(
+            out,
+            "{}\t{}\t{}",
+            item["kind"].as_str().unwrap_or(""),
+            item["saving_usd"].as_str().unwrap_or("-"),
+            item["message"].as_str().unwrap_or("")
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

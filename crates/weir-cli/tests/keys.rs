@@ -240,3 +240,62 @@ fn budgets_and_usage_come_from_the_running_gateway() {
     assert!(text(&out.stderr).contains("400"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn recommend_reports_an_expired_key_as_a_table_or_json() {
+    let dir = tempdir("recommend");
+    let (_gw, port) = serve(&dir, Some(ADMIN));
+    let url = format!("http://127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        weir()
+            .args(args)
+            .args(["--url", &url])
+            .env("WEIR_ADMIN_KEY", ADMIN)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["recommend"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("nothing to recommend from the last 7 days"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = keys(
+        port,
+        &[
+            "create",
+            "--name",
+            "short-lived",
+            "--expires-in",
+            "1s",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let out = run(&["recommend"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let mut lines = table.lines();
+    assert_eq!(lines.next(), Some("kind\tsaving_usd\tmessage"));
+    let row = lines.next().unwrap();
+    assert!(row.starts_with("expired_key\t-\t"), "{row}");
+    assert!(row.contains(&format!("weir keys revoke {id}")), "{row}");
+
+    let out = run(&["recommend", "--json", "--days", "30", "--idle-days", "5"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["days"], 30);
+    assert_eq!(json["data"][0]["figures"]["key_id"], id.as_str());
+
+    let out = run(&["recommend", "--days", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("400") && err.contains("days=0"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -100,5 +100,6 @@ pub fn record_of(event: &UsageEvent, pricing: &PricingTable) -> LedgerRecord {
     record.upstream_us =
         (!event.latency.upstream.is_zero()).then(|| micros(event.latency.upstream));
     record.first_token_us = event.latency.first_token.map(micros);
+    record.prompt_fingerprint = event.prompt_fingerprint.clone();
     record
 }

@@ -12,17 +12,21 @@
 //!   `POST /v1/messages/count_tokens`;
 //! - `GET /health`, `GET /ready`, `GET /status`;
 //! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
-//!   keys).
+//!   keys);
+//! - `/admin/keys`, `/admin/usage`, `/admin/budgets`, `GET /admin/recommendations` (behind
+//!   the admin guard).
 //!
 //! Every request passes through the gateway's [`layers`], composed once around the finished
 //! router: request id, access log, panic containment and authentication (an async
 //! [`layers::Authenticator`]: the configured static keys by default).
 
+pub mod budgets;
 pub mod error;
 pub mod extract;
 pub mod keys;
 pub mod layers;
 pub mod ledger;
+pub mod recommend;
 pub mod routes;
 pub mod sse;
 pub mod state;
@@ -152,6 +156,7 @@ pub fn router_with(
                 .delete(routes::budgets::remove),
         )
         .route("/admin/keys/{id}/rotate", post(routes::keys::rotate))
+        .route("/admin/recommendations", get(routes::recommendations::list))
         .route("/cache/stats", get(routes::admin::cache_stats))
         .route("/cache", axum::routing::delete(routes::admin::clear_cache))
         .fallback(not_found)
@@ -212,7 +217,7 @@ impl Server {
         let mut addr = config.server.listen;
         let grace = config.server.shutdown_grace;
         let statics = layers::StaticKeys::new(&config.server.api_keys);
-        let (keys, ledger, ledger_store) = match store_location(&config.store) {
+        let (keys, ledger, ledger_store, budget_store) = match store_location(&config.store) {
             Some(location) => {
                 let store = weir_store::open_store(&location).await?;
                 let keys = keys::KeyAuthority::start(store.keys, statics).await?;
@@ -233,9 +238,10 @@ impl Server {
                     Some(keys),
                     Some((spool, std::sync::Arc::new(writer))),
                     Some(store.ledger),
+                    Some(store.budgets),
                 )
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let keyed = keys
             .as_ref()
@@ -251,8 +257,22 @@ impl Server {
         // (requests reserve a cheap upper bound until then).
         // Always there, so the admin API can set budgets at run time.
         let budgets = std::sync::Arc::new(weir::budgets::Budgets::new(&config).await?);
+        // Stored budgets (set through the admin API) over the configured ones, then every
+        // budget started from the ledger.
+        let budget_sync = match budget_store {
+            Some(store) => Some(
+                budgets::BudgetSync::start(
+                    store,
+                    std::sync::Arc::clone(&budgets),
+                    config.budgets.specs.clone(),
+                    ledger_store.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         if let Some(ledger) = &ledger_store {
-            seed_budgets(&budgets, ledger.as_ref()).await;
+            budgets::seed_all(&budgets, ledger.as_ref()).await;
         }
         // Retention and roll-up, swept in the background from now on.
         let upkeep = ledger_store.as_ref().and_then(|store| {
@@ -280,6 +300,7 @@ impl Server {
         }
         state.ledger_store = ledger_store;
         state.upkeep = upkeep.map(std::sync::Arc::new);
+        state.budget_sync = budget_sync;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|reason| ServeError::Bind { addr, reason })?;
@@ -391,44 +412,5 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
-    }
-}
-
-/// Start every budget's current period from what the ledger already holds, so a restart
-/// neither forgets spend nor lets a budget be spent twice. A budget the ledger cannot answer
-/// for starts at zero, with a warning.
-async fn seed_budgets(budgets: &weir::budgets::Budgets, ledger: &dyn weir_store::LedgerStore) {
-    use weir::budgets::BudgetScope;
-    let now = budgets.now();
-    for spec in budgets.list() {
-        let Ok((start, _)) = weir::budgets::period_bounds(&spec, now) else {
-            continue;
-        };
-        let mut filter = weir_store::SpendFilter::default();
-        match &spec.scope {
-            BudgetScope::Global => {}
-            BudgetScope::Key(v) => filter.key_id = Some(v.clone()),
-            BudgetScope::User(v) => filter.user = Some(v.clone()),
-            BudgetScope::Team(v) => filter.team = Some(v.clone()),
-            BudgetScope::Project(v) => filter.project = Some(v.clone()),
-            BudgetScope::Model(v) => filter.model = Some(v.clone()),
-        }
-        let spent = ledger
-            .spend(
-                &filter,
-                start.as_millisecond(),
-                now.as_millisecond().saturating_add(1),
-            )
-            .await;
-        match spent {
-            Ok(spent) => {
-                if let Err(e) = budgets.seed(&spec.id, start, spent.cost_usd).await {
-                    tracing::warn!(budget = %spec.id, error = %e, "cannot start the budget from the ledger's spend");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(budget = %spec.id, error = %e, "cannot read this period's spend from the ledger: the budget starts at zero")
-            }
-        }
     }
 }

@@ -1,4 +1,5 @@
-//! What every handler shares: the client, the key authority and the server settings.
+//! What every handler shares: the client, the key authority, the stores and the server
+//! settings.
 
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub struct AppState {
     pub ledger_store: Option<Arc<dyn weir_store::LedgerStore>>,
     /// The ledger's retention and roll-up sweeper, when `ledger:` asks for one.
     pub upkeep: Option<Arc<crate::upkeep::LedgerUpkeep>>,
+    /// Budgets kept in the store, when the gateway has one: admin changes go through it.
+    pub budget_sync: Option<Arc<crate::budgets::BudgetSync>>,
 }
 
 impl AppState {
@@ -30,6 +33,7 @@ impl AppState {
             ledger: None,
             ledger_store: None,
             upkeep: None,
+            budget_sync: None,
             client,
         }
     }

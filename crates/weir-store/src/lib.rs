@@ -9,6 +9,8 @@
 //!   migrated to the latest schema when opened ([`migrations`]);
 //! - [`LedgerStore`] ([`ledger`]): the usage ledger, one record per LLM call, fed through a
 //!   local [`Spool`] by a [`LedgerWriter`] so the request path never waits for a database;
+//! - [`BudgetStore`] ([`budgets`]): spend budgets set or removed at run time, with a revision
+//!   replicas poll;
 //! - [`open`]: the key store, from a [`StoreLocation`]; [`open_store`]: every store on one
 //!   backend ([`Store`]).
 //!
@@ -42,6 +44,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod budgets;
 pub mod error;
 pub mod keys;
 pub mod ledger;
@@ -50,6 +53,7 @@ pub mod postgres;
 pub mod secret;
 pub mod sqlite;
 
+pub use budgets::{BudgetStore, StoredBudget};
 pub use error::{StoreError, StoreResult};
 pub use keys::{KeyHash, KeyLimits, KeyLimitsUpdate, KeyRecord, KeyStore, KeyUpdate, NewKey};
 pub use ledger::{
@@ -126,6 +130,8 @@ pub struct Store {
     pub keys: Arc<dyn KeyStore>,
     /// The usage ledger.
     pub ledger: Arc<dyn LedgerStore>,
+    /// Budgets set at run time.
+    pub budgets: Arc<dyn BudgetStore>,
 }
 
 /// Open the store at `location` (creating a SQLite file if needed), migrate it to the latest
@@ -136,14 +142,16 @@ pub async fn open_store(location: &StoreLocation) -> StoreResult<Store> {
             let store = Arc::new(SqliteStore::open(path).await?);
             Store {
                 keys: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                budgets: store,
             }
         }
         StoreLocation::Postgres(url) => {
             let store = Arc::new(PostgresStore::connect(url).await?);
             Store {
                 keys: store.clone(),
-                ledger: store,
+                ledger: store.clone(),
+                budgets: store,
             }
         }
     })

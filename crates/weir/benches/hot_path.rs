@@ -316,6 +316,7 @@ fn usage_event(context: std::sync::Arc<CallContext>, input: u64, output: u64) ->
         cost_usd: None,
         cache: CacheOutcome::Miss,
         latency: Latencies::default(),
+        prompt_fingerprint: None,
     }
 }
 

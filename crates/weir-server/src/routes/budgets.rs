@@ -1,14 +1,18 @@
 //! `/admin/budgets`: spend budgets' status (limit, spent, reserved, remaining, percentage,
 //! period, reset and forecast), and budgets set or removed at run time. Behind the admin
-//! guard. Budgets from the configuration are listed too; setting one with the same id
-//! replaces it until the next start.
+//! guard. Budgets from the configuration are listed too. With a store, a change is kept
+//! there: it holds across restarts, reaches every replica, and wins over a configured budget
+//! with the same id (see [`crate::budgets`]); without one it lasts until the next start.
+//!
+//! Forecasts read the ledger's daily spend for each budget's scope when the gateway has one
+//! (see [`weir::budgets::forecast`]).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::json;
-use weir::budgets::{BudgetSpec, Budgets};
+use weir::budgets::{BudgetSpec, BudgetStatus, Budgets};
 
 use super::json_response;
 use crate::error::{ApiError, Flavor};
@@ -29,9 +33,30 @@ fn failed(e: &weir::Error) -> ApiError {
     ApiError::from_weir(e, Flavor::OpenAi)
 }
 
+/// Every budget's status now, forecast from the ledger's daily spend when there is one (a
+/// scope whose history cannot be read keeps its linear forecast, with a warning).
+pub async fn statuses(state: &AppState) -> Result<Vec<BudgetStatus>, ApiError> {
+    let budgets = budgets(state)?;
+    let mut status = budgets.status().await.map_err(|e| failed(&e))?;
+    if let Some(ledger) = &state.ledger_store {
+        let now = budgets.now();
+        for one in &mut status {
+            match crate::budgets::daily_history(ledger.as_ref(), &one.spec.scope, now).await {
+                Ok(history) => {
+                    one.with_history(now, &history);
+                }
+                Err(e) => {
+                    tracing::warn!(budget = %one.spec.id, error = %e, "cannot read the budget's daily spend: its forecast is linear")
+                }
+            }
+        }
+    }
+    Ok(status)
+}
+
 /// `GET /admin/budgets`: every budget's status now.
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let status = budgets(&state)?.status().await.map_err(|e| failed(&e))?;
+    let status = statuses(&state).await?;
     Ok(json_response(&json!({ "object": "list", "data": status })))
 }
 
@@ -40,7 +65,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let status = budgets(&state)?.status().await.map_err(|e| failed(&e))?;
+    let status = statuses(&state).await?;
     match status.into_iter().find(|s| s.spec.id == id) {
         Some(one) => Ok(json_response(&one)),
         None => Err(no_such_budget(&id)),
@@ -73,9 +98,12 @@ async fn set(state: &AppState, value: serde_json::Value) -> Result<Response, Api
     spec.validate()
         .map_err(|e| ApiError::bad_request(format!("invalid budget `{}`: {e}", spec.id)))?;
     let id = spec.id.clone();
-    budgets(state)?.set(spec).map_err(|e| failed(&e))?;
+    match &state.budget_sync {
+        Some(sync) => sync.put(spec).await.map_err(|e| change_failed(&e))?,
+        None => budgets(state)?.set(spec).map_err(|e| failed(&e))?,
+    }
     tracing::info!(budget = %id, "budget set");
-    let status = budgets(state)?.status().await.map_err(|e| failed(&e))?;
+    let status = statuses(state).await?;
     let one = status.into_iter().find(|s| s.spec.id == id);
     Ok(json_response(&one))
 }
@@ -85,10 +113,28 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if budgets(&state)?.remove(&id).map_err(|e| failed(&e))? {
+    let removed = match &state.budget_sync {
+        Some(sync) => sync.remove(&id).await.map_err(|e| change_failed(&e))?,
+        None => budgets(&state)?.remove(&id).map_err(|e| failed(&e))?,
+    };
+    if removed {
         Ok(json_response(&json!({ "id": id, "deleted": true })))
     } else {
         Err(no_such_budget(&id))
+    }
+}
+
+fn change_failed(e: &crate::budgets::BudgetChangeError) -> ApiError {
+    match e {
+        crate::budgets::BudgetChangeError::Invalid(e) => failed(e),
+        crate::budgets::BudgetChangeError::Store(_) => {
+            tracing::error!(error = %e, "budget store failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                format!("{e}; retry once the store answers"),
+            )
+        }
     }
 }
 

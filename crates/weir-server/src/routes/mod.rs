@@ -8,6 +8,7 @@ pub mod keys;
 pub mod messages;
 pub mod models;
 pub mod ops;
+pub mod recommendations;
 pub mod usage;
 
 use std::time::Instant;

@@ -9,6 +9,7 @@
 //! Connections are made without TLS: a URL with `sslmode=require` fails to connect. Run the
 //! database on a private network or through a local TLS proxy.
 
+mod budgets;
 mod keys;
 mod ledger;
 

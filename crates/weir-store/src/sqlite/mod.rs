@@ -12,6 +12,7 @@
 //! `synchronous = NORMAL` is durable across process crashes in WAL mode; a power loss may drop
 //! the last commits, which for keys means re-running the last admin change.
 
+mod budgets;
 mod keys;
 mod ledger;
 

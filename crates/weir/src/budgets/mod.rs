@@ -57,6 +57,7 @@
 //!
 //! [`ResponseMeta::budget_warnings`]: crate::ResponseMeta::budget_warnings
 
+mod forecast;
 mod memory;
 mod money;
 mod period;
@@ -74,6 +75,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use rust_decimal::Decimal;
 
+pub use forecast::{Forecast, ForecastInput, ForecastMethod, PATTERN_DAYS, RECENT_DAYS, forecast};
 pub use period::period_bounds;
 pub use spec::{BudgetMode, BudgetPeriod, BudgetScope, BudgetSpec, DEFAULT_THRESHOLDS};
 pub use status::BudgetStatus;

@@ -1,9 +1,11 @@
 //! [`BudgetStatus`]: where one budget stands in its current period, with a forecast.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
+use jiff::civil::Date;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::forecast::{ForecastInput, ForecastMethod, forecast};
 use super::memory::Counter;
 use super::money;
 use super::spec::BudgetSpec;
@@ -24,13 +26,15 @@ pub struct BudgetStatus {
     pub remaining_usd: Decimal,
     /// The settled spend as a percentage of the limit (past 100 when over).
     pub percent: Decimal,
-    /// The spend this period will reach at the current rate: the spend so far extrapolated
-    /// linearly over the whole period (spend ÷ time elapsed × period length). A plain
-    /// first estimate: it knows nothing of daily cycles. `None` before any spend.
+    /// The spend this period will reach by its reset, by `forecast_method` (see
+    /// [`forecast`](super::forecast)). `None` for a linear forecast before any spend.
     pub forecast_usd: Option<Decimal>,
-    /// When the limit runs out at that same rate, if it does before the period resets (the
-    /// current time when it already has). `None` before any spend, or when it will last.
+    /// When the limit runs out at that rate, if it does before the period resets (the
+    /// current time when it already has). `None` when it will last.
     pub runs_out_at: Option<Timestamp>,
+    /// How the forecast was made: `linear` until [`with_history`](Self::with_history) gives
+    /// the scope's daily spend.
+    pub forecast_method: ForecastMethod,
 }
 
 impl BudgetStatus {
@@ -47,27 +51,7 @@ impl BudgetStatus {
         } else {
             Decimal::ZERO
         };
-        // Rate in nanodollars per millisecond, over at least one second.
-        let elapsed_ms = (now.as_millisecond() - counter.start.as_millisecond()).max(1000);
-        let period_ms = (counter.reset.as_millisecond() - counter.start.as_millisecond()).max(1);
-        let (forecast_usd, runs_out_at) = if spent <= 0 {
-            (None, None)
-        } else {
-            let forecast =
-                Decimal::from(spent) * Decimal::from(period_ms) / Decimal::from(elapsed_ms);
-            let forecast_usd = (forecast / Decimal::from(1_000_000_000u32)).round_dp(9);
-            let runs_out = if remaining == 0 {
-                Some(now)
-            } else {
-                let ms_left = i128::from(remaining) * i128::from(elapsed_ms) / i128::from(spent);
-                i64::try_from(ms_left)
-                    .ok()
-                    .and_then(|ms| now.checked_add(SignedDuration::from_millis(ms)).ok())
-                    .filter(|at| *at < counter.reset)
-            };
-            (Some(forecast_usd), runs_out)
-        };
-        Self {
+        let mut status = Self {
             spec: slot.spec.clone(),
             period_start: counter.start,
             resets_at: counter.reset,
@@ -75,8 +59,29 @@ impl BudgetStatus {
             reserved_usd: money::to_usd(reserved),
             remaining_usd: money::to_usd(remaining),
             percent,
-            forecast_usd,
-            runs_out_at,
-        }
+            forecast_usd: None,
+            runs_out_at: None,
+            forecast_method: ForecastMethod::Linear,
+        };
+        status.with_history(now, &[]);
+        status
+    }
+
+    /// Forecast again at `now` with the scope's spend per UTC day (from the ledger): by its
+    /// weekday pattern or its recent daily mean when the history is long enough, else
+    /// linearly.
+    pub fn with_history(&mut self, now: Timestamp, history: &[(Date, Decimal)]) -> &mut Self {
+        let f = forecast(&ForecastInput {
+            now,
+            period_start: self.period_start,
+            resets_at: self.resets_at,
+            spent: self.spent_usd,
+            remaining: self.remaining_usd,
+            history,
+        });
+        self.forecast_usd = f.forecast_usd;
+        self.runs_out_at = f.runs_out_at;
+        self.forecast_method = f.method;
+        self
     }
 }

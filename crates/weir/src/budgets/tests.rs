@@ -87,6 +87,7 @@ fn event(cost: Option<&str>, cache: CacheOutcome) -> UsageEvent {
         cost_usd: cost.map(d),
         cache,
         latency: Latencies::default(),
+        prompt_fingerprint: None,
     }
 }
 

@@ -52,6 +52,12 @@ impl Client {
         if let Err(e) = validate_chat(req) {
             return Err(call.fail(e));
         }
+        if !self.inner.seams.sinks.is_empty() {
+            // Only for sinks (the ledger reads it): one hash of the canonical request, in the
+            // one namespace, so a prompt repeated by any caller shows as a repeat.
+            call.prompt_fingerprint =
+                crate::cache::key::cache_key(req, call.model(), "").map(|k| k.digest);
+        }
         if !self.inner.seams.admissions.is_empty() {
             let demand = self.chat_demand(req).current();
             if let Err(e) = call.admit(demand.input_tokens, demand.output_tokens).await {

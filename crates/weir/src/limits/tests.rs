@@ -50,6 +50,7 @@ fn event(input: u64, output: u64, cache: CacheOutcome) -> UsageEvent {
         cost_usd: None,
         cache,
         latency: Latencies::default(),
+        prompt_fingerprint: None,
     }
 }
 

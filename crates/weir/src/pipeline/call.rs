@@ -68,6 +68,8 @@ pub(crate) struct Call {
     /// What the admissions reported, for the answer's metadata.
     pub(crate) verdict: Verdict,
     pub(crate) span: tracing::Span,
+    /// The request's fingerprint, for the event (see [`UsageEvent::prompt_fingerprint`]).
+    pub(crate) prompt_fingerprint: Option<String>,
     finished: bool,
 }
 
@@ -134,6 +136,7 @@ impl Client {
             reservations: Vec::new(),
             verdict: Verdict::default(),
             span,
+            prompt_fingerprint: None,
             finished: false,
         };
         match refused {
@@ -257,6 +260,7 @@ impl Call {
                 upstream,
                 first_token,
             },
+            prompt_fingerprint: self.prompt_fingerprint.take(),
         };
         if !self.span.is_disabled() {
             if let Some(r) = &event.route {

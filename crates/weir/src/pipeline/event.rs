@@ -167,4 +167,8 @@ pub struct UsageEvent {
     pub cost_usd: Option<Decimal>,
     pub cache: CacheOutcome,
     pub latency: Latencies,
+    /// For a chat call, when any usage sink is registered: the digest the cache keys a
+    /// request by (over the requested model and what decides the answer; never the prompt
+    /// itself), so a sink can tell a prompt sent again, cached or not. `None` otherwise.
+    pub prompt_fingerprint: Option<String>,
 }

@@ -8,41 +8,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, free_port, weir};
+use common::{serve, weir};
 use weir_test_support::redis::RedisServer;
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("weir-cli-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn serve(config: &std::path::Path) -> (ServeProcess, u16) {
-    let port = free_port();
-    let child = weir()
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = ServeProcess(child);
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "weir serve did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (served, port)
+    weir_test_support::temp_dir(&format!("cli-{name}")).unwrap()
 }
 
 /// One HTTP/1.1 exchange; returns (status, lower-cased headers, body).

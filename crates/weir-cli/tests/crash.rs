@@ -83,15 +83,7 @@ async fn a_kill_9_under_load_loses_no_completed_call_and_records_none_twice() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fake = FakeUpstream::start().await.unwrap();
     fake.set_default(Reply::json(openai::chat_completion("gpt-4o-mini", "ok")));
-    let dir = std::env::temp_dir().join(format!(
-        "weir-crash-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = weir_test_support::temp_dir("crash").unwrap();
     let db = dir.join("weir.sqlite3");
     let config = dir.join("weir.yaml");
     std::fs::write(

@@ -48,16 +48,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "weir-cli-keys-{name}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    weir_test_support::temp_dir(&format!("cli-keys-{name}")).unwrap()
 }
 
 #[test]

@@ -15,13 +15,7 @@ use serde_json::{Value, json};
 const ADMIN: &str = "test-admin-key";
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("weir-keys-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    weir_test_support::temp_dir(&format!("keys-{name}")).unwrap()
 }
 
 async fn gateway(name: &str, extra: &str) -> Gateway {

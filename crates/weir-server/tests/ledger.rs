@@ -14,15 +14,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn every_call_is_one_record_with_its_exact_cost() {
-    let dir = std::env::temp_dir().join(format!(
-        "weir-ledger-gw-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = weir_test_support::temp_dir("ledger-gw").unwrap();
     let db = dir.join("weir.sqlite3");
     let mut gw = Gateway::start(&format!(
         "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\n",
@@ -96,15 +88,7 @@ async fn every_call_is_one_record_with_its_exact_cost() {
 
 #[tokio::test]
 async fn a_restart_starts_budgets_from_the_ledgers_spend() {
-    let dir = std::env::temp_dir().join(format!(
-        "weir-ledger-seed-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = weir_test_support::temp_dir("ledger-seed").unwrap();
     let yaml = format!(
         "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\nbudgets:\n  - {{ id: day, scope: global, limit_usd: 100, period: daily }}\n",
         dir.join("weir.sqlite3").display()
@@ -161,15 +145,7 @@ async fn a_restart_starts_budgets_from_the_ledgers_spend() {
 
 #[tokio::test]
 async fn usage_reports_group_filter_and_come_as_csv() {
-    let dir = std::env::temp_dir().join(format!(
-        "weir-ledger-usage-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = weir_test_support::temp_dir("ledger-usage").unwrap();
     let gw = Gateway::start(&format!(
         "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\n",
         dir.join("weir.sqlite3").display()

@@ -110,15 +110,7 @@ async fn complete(gw: &Gateway, body: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_mixed_calls_are_recorded_to_the_last_digit() {
     let fake = FakeUpstream::start().await.unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "weir-ledger-exact-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = weir_test_support::temp_dir("ledger-exact").unwrap();
     let db = dir.join("weir.sqlite3");
     let prices = "{ input: 0.15, output: 0.60, cached_input: 0.075 }";
     // Two providers on the one fake, so the replies queued there serve whichever deployment

@@ -12,16 +12,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "weir-upkeep-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    weir_test_support::temp_dir(&format!("upkeep-{name}")).unwrap()
 }
 
 async fn get_json(gw: &Gateway, path: &str) -> Value {

@@ -16,13 +16,7 @@ use serde_json::{Value, json};
 const PRICED: &str = "pricing:\n  mock/echo: { input: 1000, output: 1000 }\n";
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!("weir-{name}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    weir_test_support::temp_dir(name).unwrap()
 }
 
 /// A gateway config on the SQLite file in `dir`, its spool in `dir/<spool>`.

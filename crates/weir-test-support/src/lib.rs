@@ -7,7 +7,8 @@
 //!   thinking, usage), error bodies and rate-limit headers of each API;
 //! - [`sse`]: building transcripts by hand;
 //! - [`redis`] and [`postgres`]: throwaway servers on free loopback ports, for the shared cache
-//!   and store tests.
+//!   and store tests;
+//! - [`temp_dir`]: a fresh directory per test, for SQLite stores, spools and configs.
 //!
 //! Used by the library's provider tests and by the gateway's end-to-end tests.
 //!
@@ -29,3 +30,15 @@ pub mod redis;
 pub mod sse;
 
 pub use fake::{Chunking, FakeUpstream, Recorded, Reply};
+
+/// A new, empty directory under the system's temp dir, named `weir-{name}-{pid}-{nanos}`, so
+/// tests running at once never share one. Tests remove it when they pass; a failing test's
+/// files stay for a look.
+pub fn temp_dir(name: &str) -> std::io::Result<std::path::PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("weir-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

@@ -84,6 +84,10 @@ pub const PICODOLLARS_PER_USD: i64 = 1_000_000_000_000;
 pub const MONEY_SCALE: u32 = 12;
 
 /// What one LLM call did and cost: written once, when the call ends.
+///
+/// Spooled as one JSON line, with empty fields (no value, zero, false) left out: a line is
+/// written on every call's path and read back by the writer, and most calls leave half the
+/// fields empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerRecord {
     /// When the call ended, unix milliseconds.
@@ -91,49 +95,68 @@ pub struct LedgerRecord {
     /// The gateway's request id.
     pub request_id: String,
     /// The gateway key that made the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
     /// The end user the call is attributed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     /// Caller-supplied labels.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<(String, String)>,
     /// `chat`, `embeddings`, `messages`...
     pub operation: String,
     /// The model as requested (an alias stays the alias).
     pub model: String,
     /// The deployment that answered: `provider/upstream_model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_model: Option<String>,
     /// The HTTP status returned to the client.
     pub status: u16,
     /// `success`, `failure` or `disconnected` (see [`outcome`]).
     pub outcome: String,
     /// The kind of failure, when there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
     /// Upstream attempts made (0 for a cache hit).
     pub attempts: u32,
     /// `bypass`, `hit`, `miss` or `coalesced` (see [`cache`]).
     pub cache: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub input_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_input_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cache_write_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub reasoning_tokens: u64,
     /// Whether the token counts are the gateway's estimate rather than the provider's.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub tokens_estimated: bool,
     /// What the call cost; `None` for a model without a price (never counted as free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<Decimal>,
     /// For a cache hit or a coalesced call: what the call would have cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub saved_usd: Option<Decimal>,
     /// The whole call as the gateway saw it, microseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub latency_us: u64,
     /// Time spent waiting on the upstream, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_us: Option<u64>,
     /// Time to the first streamed token, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_token_us: Option<u64>,
     /// A keyed hash of the prompt (never the prompt itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_fingerprint: Option<String>,
 }
 
@@ -668,4 +691,12 @@ pub(crate) fn sort_rows(rows: &mut [UsageRow]) {
         let (a, b) = (a.group.iter(), b.group.iter());
         a.map(|(_, v)| v).cmp(b.map(|(_, v)| v))
     });
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -43,9 +43,9 @@ use crate::cache::store::{CacheKey, CacheStore};
 use crate::cache::tiered::{CacheStats, TieredCache};
 use crate::config::CacheConfig;
 use crate::error::Result;
+use crate::pipeline::CacheOutcome;
 use crate::pipeline::call::{Call, Ending, StreamStart, meta_of};
 use crate::pipeline::meter::StreamMeter;
-use crate::pipeline::{CacheOutcome, CallContext};
 use crate::provider::RawBody;
 
 /// Per-call cache directives (the gateway maps `Cache-Control` and `x-weir-cache-ttl` here).
@@ -300,7 +300,8 @@ impl Client {
     }
 
     /// Whether and how the cache applies to `req`, called for `model`.
-    fn cache_plan(&self, req: &ChatRequest, model: &str, ctx: &CallContext) -> Option<Plan> {
+    fn cache_plan(&self, req: &ChatRequest, call: &Call) -> Option<Plan> {
+        let (model, ctx) = (call.model(), &call.context);
         let layer = self.cache()?;
         let d = ctx.cache;
         if d.no_read && d.no_store {
@@ -317,7 +318,16 @@ impl Client {
             Some(t) if layer.config.per_tenant => &**t,
             _ => "shared",
         };
-        let key = key::cache_key(req, &resolved, namespace)?;
+        // The call's prompt fingerprint (taken for the ledger) is this digest when the model
+        // resolved to its own name: hashing the request once is enough.
+        let key = match &call.prompt_fingerprint {
+            Some(digest) if resolved == model => CacheKey {
+                namespace: namespace.to_owned(),
+                model: resolved.clone(),
+                digest: digest.clone(),
+            },
+            _ => key::cache_key(req, &resolved, namespace)?,
+        };
         let semantic = layer.semantic.as_ref().and_then(|_| {
             let prompt = prompt_text(req)?;
             Some((partition_key(req, &resolved, namespace), prompt))
@@ -450,7 +460,7 @@ impl Client {
         let Some(layer) = self.cache() else {
             return self.chat_uncached(req, call).await;
         };
-        let Some(mut plan) = self.cache_plan(&req, call.model(), &call.context) else {
+        let Some(mut plan) = self.cache_plan(&req, &call) else {
             return self.chat_uncached(req, call).await;
         };
         if plan.read {
@@ -532,7 +542,7 @@ impl Client {
         let Some(layer) = self.cache() else {
             return self.chat_stream_uncached(req, call).await;
         };
-        let Some(mut plan) = self.cache_plan(&req, call.model(), &call.context) else {
+        let Some(mut plan) = self.cache_plan(&req, &call) else {
             return self.chat_stream_uncached(req, call).await;
         };
         let wants_usage = req.wants_stream_usage();

@@ -369,7 +369,8 @@ class Bench:
         log(f"soak: RSS {first} -> {last} MiB")
 
     def ledger_status(self, port):
-        st, body = procs.http_get(port, "/status")
+        auth = {"Authorization": f"Bearer {configs.GATEWAY_KEY}"}
+        st, body = procs.http_get(port, "/status", headers=auth)
         return (json.loads(body).get("ledger") or {}) if st == 200 else {}
 
     def ledger_soak(self):

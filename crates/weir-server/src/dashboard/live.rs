@@ -391,7 +391,7 @@ impl Live {
                 out.push(call);
             }
         }
-        out.sort_by(|a, b| b.at_ms.cmp(&a.at_ms));
+        out.sort_by_key(|c| std::cmp::Reverse(c.at_ms));
         out
     }
 

@@ -15,18 +15,19 @@
 
 pub mod live;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use weir_store::{Dimension, UsageQuery};
 
 pub use live::Live;
 
+use crate::error::ApiError;
 use crate::routes::json_response;
 use crate::state::AppState;
 
@@ -76,18 +77,14 @@ pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct DataQuery {
-    /// Seconds of traffic series (1 to 300).
-    #[serde(default)]
-    seconds: Option<usize>,
-}
-
 /// `GET /admin/dashboard.json`: traffic (series, totals, recent calls), deployments, key pools,
 /// cache, spend today and this month by model, and budgets.
-pub async fn data(State(state): State<AppState>, Query(q): Query<DataQuery>) -> Response {
+pub async fn data(
+    State(state): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let seconds = seconds_of(&params)?;
     let status = state.client.status();
-    let seconds = q.seconds.unwrap_or(DEFAULT_SECONDS);
     let (traffic, recent) = match &state.dashboard {
         Some(d) => (json!(d.live.snapshot(seconds)), json!(d.live.recent())),
         None => (Value::Null, json!([])),
@@ -97,7 +94,7 @@ pub async fn data(State(state): State<AppState>, Query(q): Query<DataQuery>) -> 
         None => json!({ "enabled": false }),
     };
     let ledger = ledger_figures(&state).await;
-    json_response(&json!({
+    Ok(json_response(&json!({
         "version": env!("CARGO_PKG_VERSION"),
         "now_ms": crate::ledger::now_ms(),
         "uptime_seconds": status.uptime_seconds,
@@ -109,7 +106,30 @@ pub async fn data(State(state): State<AppState>, Query(q): Query<DataQuery>) -> 
         "spend": ledger["spend"],
         "savings": ledger["savings"],
         "budgets": ledger["budgets"],
-    }))
+    })))
+}
+
+/// The query's `seconds` (1 to [`live::SECONDS`]); any other parameter is refused, so a typo
+/// is not silently ignored.
+fn seconds_of(params: &BTreeMap<String, String>) -> Result<usize, ApiError> {
+    if let Some(name) = params.keys().find(|k| k.as_str() != "seconds") {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is not a parameter of /admin/dashboard.json: it takes only `seconds` (1 to {})",
+            live::SECONDS
+        ))
+        .with_param(name));
+    }
+    let Some(text) = params.get("seconds") else {
+        return Ok(DEFAULT_SECONDS);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=live::SECONDS).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "`seconds={text}` is out of range: give a whole number of seconds from 1 to {} (the traffic history kept)",
+            live::SECONDS
+        ))
+        .with_param("seconds")),
+    }
 }
 
 /// Spend, savings and budgets, read again once [`LEDGER_EVERY`] has passed.

@@ -33,7 +33,9 @@ STAGES="${WEIR_TEST_STAGES:-build rust python node}"
 # package's `postgres` user when run as root); Debian keeps those binaries off PATH, in
 # /usr/lib/postgresql/NN/bin, so the entry names the package alone and the tests find them.
 # The rust stage sets WEIR_REQUIRE_POSTGRES=1 likewise.
-SYSTEM_PACKAGES=(redis-server:redis-server postgresql)
+# The dashboard's browser test (tests/sdk/python/test_dashboard.py) drives Debian's chromium;
+# the python stage sets WEIR_REQUIRE_CHROMIUM=1 so it fails, never skips, when it is missing.
+SYSTEM_PACKAGES=(redis-server:redis-server postgresql chromium:chromium)
 VENV="${WEIR_TEST_VENV:-$ROOT/.venv-test}"
 PY_REQS="$ROOT/tests/sdk/python/requirements.txt"
 NODE_DIR="$ROOT/tests/sdk/node"
@@ -231,6 +233,8 @@ fi
 
 if want python; then
   stage_begin python "Python SDK suite (pytest tests/sdk/python)"
+  # The dashboard's browser test fails instead of skipping when chromium is absent.
+  export WEIR_REQUIRE_CHROMIUM=1
   # shellcheck disable=SC2086 # PYTEST_ARGS is word-split on purpose
   (cd "$ROOT/tests/sdk/python" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-}) \
     || die "Python SDK tests failed (the gateway log is printed above the pytest summary)"

@@ -48,6 +48,11 @@ pub enum Command {
     /// What could be cheaper or cleaner, with the dollars it would save
     /// (/admin/recommendations).
     Recommend(RecommendArgs),
+    /// A running gateway at a glance: traffic, deployments and breakers, key pools, cache,
+    /// spend and budgets (/admin/dashboard.json).
+    Status(StatusArgs),
+    /// `weir status`, redrawn every second until q or Ctrl-C.
+    Top(TopArgs),
 }
 
 /// Where the gateway's admin API is.
@@ -119,6 +124,27 @@ pub struct RecommendArgs {
     /// Print the gateway's JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    /// Print the gateway's JSON (/admin/dashboard.json).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: AdminTarget,
+    /// Time between redraws (e.g. 1s, 500ms; at least 100ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Stop after this many redraws (default: until q or Ctrl-C).
+    #[arg(long, short = 'n')]
+    pub iterations: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ mod chat;
 mod cli;
 mod keys;
 mod report;
+mod status;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -54,6 +55,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Budgets(args) => report::budgets(args).await,
         Command::Usage(args) => report::usage(args).await,
         Command::Recommend(args) => report::recommend(args).await,
+        Command::Status(args) => status::status(args).await,
+        Command::Top(args) => status::top(args).await,
         Command::Serve(args) => {
             let mut config =
                 with_data_dir(with_persistent_cache(load_config(cli.config.as_deref())?));

@@ -14,13 +14,16 @@
 //! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
 //!   keys);
 //! - `/admin/keys`, `/admin/usage`, `/admin/budgets`, `GET /admin/recommendations` (behind
-//!   the admin guard).
+//!   the admin guard);
+//! - `GET /dashboard` (the live page) and `GET /admin/dashboard.json` (its figures); see
+//!   [`dashboard`].
 //!
 //! Every request passes through the gateway's [`layers`], composed once around the finished
 //! router: request id, access log, panic containment and authentication (an async
 //! [`layers::Authenticator`]: the configured static keys by default).
 
 pub mod budgets;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod keys;
@@ -157,6 +160,10 @@ pub fn router_with(
         )
         .route("/admin/keys/{id}/rotate", post(routes::keys::rotate))
         .route("/admin/recommendations", get(routes::recommendations::list))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/style.css", get(dashboard::style))
+        .route("/admin/dashboard.json", get(dashboard::data))
         .route("/cache/stats", get(routes::admin::cache_stats))
         .route("/cache", axum::routing::delete(routes::admin::clear_cache))
         .fallback(not_found)
@@ -279,7 +286,10 @@ impl Server {
             upkeep::LedgerUpkeep::start(std::sync::Arc::clone(store), config.ledger)
         });
         let pricing = config.pricing.clone();
-        let mut builder = weir::Client::builder(config).budgets(budgets);
+        let dashboard = std::sync::Arc::new(dashboard::Dashboard::new());
+        let mut builder = weir::Client::builder(config)
+            .budgets(budgets)
+            .usage_sink(std::sync::Arc::clone(&dashboard.live) as _);
         if let Some((spool, _)) = &ledger {
             builder = builder.usage_sink(std::sync::Arc::new(ledger::LedgerSink::new(
                 spool.clone(),
@@ -301,6 +311,7 @@ impl Server {
         state.ledger_store = ledger_store;
         state.upkeep = upkeep.map(std::sync::Arc::new);
         state.budget_sync = budget_sync;
+        state.dashboard = Some(dashboard);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|reason| ServeError::Bind { addr, reason })?;

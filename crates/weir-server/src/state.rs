@@ -21,6 +21,8 @@ pub struct AppState {
     pub upkeep: Option<Arc<crate::upkeep::LedgerUpkeep>>,
     /// Budgets kept in the store, when the gateway has one: admin changes go through it.
     pub budget_sync: Option<Arc<crate::budgets::BudgetSync>>,
+    /// The live dashboard's rings, when a usage sink feeds them (`weir serve` registers one).
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
             ledger_store: None,
             upkeep: None,
             budget_sync: None,
+            dashboard: None,
             client,
         }
     }

@@ -9,7 +9,9 @@
 //!
 //! Admin routes (`/admin/*`, and `DELETE /cache`) are not for API keys: [`AdminAccess`] guards
 //! them with the admin key (`server.admin_key`), or, without one, lets in loopback clients
-//! only.
+//! only. The dashboard page (`/dashboard`) is guarded like them, except that with an admin key
+//! its assets are served without one: they hold no data, and a browser cannot send a bearer
+//! key when it opens a page (the page asks for the key and sends it with every figure it reads).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -211,12 +213,19 @@ impl AdminAccess {
         path == "/admin"
             || path.starts_with("/admin/")
             || (path == "/cache" && method == Method::DELETE)
+            || Self::is_page(path)
+    }
+
+    /// The dashboard page's assets (no data: that comes from `/admin/dashboard.json`).
+    fn is_page(path: &str) -> bool {
+        path == "/dashboard" || path.starts_with("/dashboard/")
     }
 
     /// Let the request in, or say why not. A request with no peer address came from inside the
     /// process (a test, or a program embedding the router), not from the network.
     pub fn check(&self, request: &Parts) -> Result<(), Refusal> {
         match &self.key {
+            Some(_) if Self::is_page(request.uri.path()) => Ok(()),
             Some(key) => match presented_key(request) {
                 Some(presented)
                     if bool::from(key.expose_secret().as_bytes().ct_eq(presented.as_bytes())) =>

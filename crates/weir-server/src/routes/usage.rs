@@ -173,7 +173,7 @@ fn row_cost(row: &UsageRow) -> Option<String> {
     (!all_unpriced).then(|| row.cost_usd.normalize().to_string())
 }
 
-fn row_json(row: &UsageRow) -> serde_json::Value {
+pub(crate) fn row_json(row: &UsageRow) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (dimension, value) in &row.group {
         out.insert(dimension.as_str().to_owned(), serde_json::json!(value));

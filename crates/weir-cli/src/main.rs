@@ -176,8 +176,21 @@ async fn run(cli: Cli, preloaded: Option<weir::Config>) -> anyhow::Result<ExitCo
                 |p| p.display().to_string(),
             );
             let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+            let traces = match &config.telemetry.otlp {
+                Some(otlp) => format!(
+                    "; traces to {} as {}{}",
+                    otlp.endpoint,
+                    config.telemetry.service_name,
+                    if config.telemetry.capture_content {
+                        ", with prompts and answers"
+                    } else {
+                        ""
+                    }
+                ),
+                None => String::new(),
+            };
             println!(
-                "{source}: OK ({} provider{}: {}; {} named model{})",
+                "{source}: OK ({} provider{}: {}; {} named model{}{traces})",
                 providers.len(),
                 if providers.len() == 1 { "" } else { "s" },
                 providers.join(", "),

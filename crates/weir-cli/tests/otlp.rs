@@ -437,3 +437,55 @@ async fn a_collector_that_never_answers_slows_no_request_and_its_spans_are_count
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn config_check_names_the_trace_endpoint_and_reports_a_bad_one() {
+    let dir = temp_dir("check");
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        "telemetry: { otlp: { endpoint: \"http://127.0.0.1:4318/v1/traces\" } }\n",
+    )
+    .unwrap();
+    let o = weir()
+        .args(["config", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("traces to http://127.0.0.1:4318/v1/traces as weir"),
+        "{out}"
+    );
+    // The standard variable, read by `config check` as by `serve`.
+    let o = weir()
+        .args(["config", "check"])
+        .arg(&good)
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "udp://collector")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("env OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") && err.contains("speaks HTTP"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_to_start_with_an_unreadable_trace_endpoint() {
+    let dir = temp_dir("serve-bad");
+    let o = weir()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && err.contains("is not a URL"),
+        "{err}"
+    );
+}

@@ -32,7 +32,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,13 +42,71 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    // `serve` reads its configuration before logging starts: its `telemetry:` section decides
+    // whether the subscriber exports traces.
+    let preloaded = match &cli.command {
+        Command::Serve(_) => match load_config(cli.config.as_deref()) {
+            Ok(config) => Some(config),
+            Err(e) => return report(&e),
+        },
+        _ => None,
+    };
+    let telemetry = match start_telemetry(&runtime, preloaded.as_ref()) {
+        Ok(t) => t,
+        Err(e) => return report(&e),
+    };
+    init_tracing(&cli, telemetry.as_ref());
+    let code = match runtime.block_on(run(cli, preloaded)) {
         Ok(code) => code,
         Err(e) => report(&e),
+    };
+    if let Some(t) = telemetry {
+        runtime.block_on(t.shutdown());
+    }
+    code
+}
+
+#[cfg(feature = "otel")]
+type Telemetry = weir_server::telemetry::Telemetry;
+/// Built without the `otel` feature: nothing to export with.
+#[cfg(not(feature = "otel"))]
+enum Telemetry {}
+
+#[cfg(not(feature = "otel"))]
+impl Telemetry {
+    async fn shutdown(self) {}
+}
+
+/// Start trace export when the configuration (or an `OTEL_*` variable) names a collector.
+fn start_telemetry(
+    runtime: &tokio::runtime::Runtime,
+    config: Option<&weir::Config>,
+) -> anyhow::Result<Option<Telemetry>> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    #[cfg(feature = "otel")]
+    {
+        let _enter = runtime.enter();
+        Ok(weir_server::telemetry::start(&config.telemetry)?)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = runtime;
+        if config.telemetry.otlp.is_some() {
+            return Err(UsageError(
+                "this weir was built without trace export (the `otel` feature): remove \
+                 telemetry.otlp.endpoint and the OTEL_EXPORTER_OTLP_* variables, or rebuild \
+                 with `--features otel`"
+                    .to_owned(),
+            )
+            .into());
+        }
+        Ok(None)
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, preloaded: Option<weir::Config>) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Keys(args) => keys::run(args).await,
         Command::Budgets(args) => report::budgets(args).await,
@@ -58,8 +115,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => status::status(args).await,
         Command::Top(args) => status::top(args).await,
         Command::Serve(args) => {
-            let mut config =
-                with_data_dir(with_persistent_cache(load_config(cli.config.as_deref())?));
+            let config = match preloaded {
+                Some(config) => config,
+                None => load_config(cli.config.as_deref())?,
+            };
+            let mut config = with_data_dir(with_persistent_cache(config));
             if let Some(listen) = args.listen {
                 config.server.listen = listen;
             }
@@ -119,8 +179,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 |p| p.display().to_string(),
             );
             let providers: Vec<&str> = config.providers.iter().map(|p| p.name.as_str()).collect();
+            let traces = match &config.telemetry.otlp {
+                Some(otlp) => format!(
+                    "; traces to {} as {}{}",
+                    otlp.endpoint,
+                    config.telemetry.service_name,
+                    if config.telemetry.capture_content {
+                        ", with prompts and answers"
+                    } else {
+                        ""
+                    }
+                ),
+                None => String::new(),
+            };
             println!(
-                "{source}: OK ({} provider{}: {}; {} named model{})",
+                "{source}: OK ({} provider{}: {}; {} named model{}{traces})",
                 providers.len(),
                 if providers.len() == 1 { "" } else { "s" },
                 providers.join(", "),
@@ -239,7 +312,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn init_tracing(cli: &Cli) {
+fn init_tracing(cli: &Cli, telemetry: Option<&Telemetry>) {
     use tracing_subscriber::EnvFilter;
     let default = match (&cli.command, cli.verbose) {
         (_, v) if v >= 2 => "debug",
@@ -248,14 +321,54 @@ fn init_tracing(cli: &Cli) {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    #[cfg(feature = "otel")]
+    if let Some(t) = telemetry {
+        return init_tracing_with_export(cli, t, filter, ansi);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = telemetry;
     // Colour only for a terminal: a log file or collector gets plain text (and fewer bytes).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// Logging as without export, beside the exporter's layer. The log filter becomes the log
+/// layer's own, so `WEIR_LOG` still decides what is logged while the exporter sees weir's
+/// debug-level call spans; JSON lines written inside them carry their trace and span ids.
+#[cfg(feature = "otel")]
+fn init_tracing_with_export(
+    cli: &Cli,
+    telemetry: &Telemetry,
+    filter: tracing_subscriber::EnvFilter,
+    ansi: bool,
+) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, Registry};
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let log: Box<dyn Layer<Registry> + Send + Sync> = if cli.log_json {
+        Box::new(
+            fmt.json()
+                .event_format(weir_server::telemetry::log::WithTraceIds(
+                    tracing_subscriber::fmt::format().json(),
+                ))
+                .with_filter(filter),
+        )
+    } else {
+        Box::new(fmt.with_filter(filter))
+    };
+    tracing_subscriber::registry()
+        .with(log)
+        .with(telemetry.layer())
+        .init();
 }

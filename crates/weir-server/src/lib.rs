@@ -33,6 +33,8 @@ pub mod recommend;
 pub mod routes;
 pub mod sse;
 pub mod state;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 pub mod upkeep;
 
 use std::future::Future;

@@ -64,6 +64,7 @@ pub mod pricing;
 pub mod provider;
 pub mod retry;
 pub mod router;
+pub mod telemetry;
 pub mod tokens;
 
 pub use client::{

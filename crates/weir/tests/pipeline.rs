@@ -571,7 +571,7 @@ struct FieldText<'a>(&'a mut String);
 
 impl tracing::field::Visit for FieldText<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if matches!(field.name(), "request_id" | "deployment") {
+        if matches!(field.name(), "request_id" | "weir.deployment") {
             self.0.push_str(&format!("{}={value:?};", field.name()));
         }
     }

@@ -28,6 +28,10 @@ pub fn weir() -> Command {
         "LLM_FORCE_MOCK",
         "LLM_MAX_RETRIES",
         "WEIR_LOG",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SERVICE_NAME",
+        "OTEL_SDK_DISABLED",
     ] {
         cmd.env_remove(var);
     }

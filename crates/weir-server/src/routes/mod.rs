@@ -228,6 +228,9 @@ pub fn call_context(
         priority,
         cache,
         upstream_headers,
+        // Read only when traces are exported: otherwise no call span would adopt it.
+        trace_parent: weir::telemetry::installed()
+            .and_then(|_| weir::telemetry::TraceParent::from_headers(headers)),
         ..CallContext::default()
     })
 }

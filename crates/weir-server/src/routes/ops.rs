@@ -64,7 +64,17 @@ pub async fn status(State(state): State<AppState>) -> Response {
         "budgets": state.client.budgets().map(|b| b.health()),
         "gateway_keys": state.keys.as_ref().map(|k| k.status()),
         "ledger": ledger_status(&state),
+        "telemetry": telemetry_status(),
     }))
+}
+
+/// The trace exporter's counts (`spans_exported`, `spans_dropped`), when traces are exported.
+fn telemetry_status() -> serde_json::Value {
+    #[cfg(feature = "otel")]
+    if let Some(status) = crate::telemetry::status() {
+        return serde_json::to_value(status).unwrap_or(serde_json::Value::Null);
+    }
+    serde_json::Value::Null
 }
 
 /// The ledger writer's health, with the retention settings and the last sweep when the

@@ -52,6 +52,11 @@ impl Client {
         if let Err(e) = validate_chat(req) {
             return Err(call.fail(e));
         }
+        crate::telemetry::attrs::request(
+            &call.span,
+            req,
+            self.inner.config.telemetry.capture_content,
+        );
         if !self.inner.seams.sinks.is_empty() {
             // Only for sinks (the ledger reads it): one hash of the canonical request, in the
             // one namespace, so a prompt repeated by any caller shows as a repeat.
@@ -115,6 +120,7 @@ impl Client {
             context: &context,
             demand: &demand,
             deadline: call.deadline,
+            operation: call.operation,
         };
         // Boxed: the engine's future is most of a call's state, and every future around it
         // (up to the handler's, which the server moves into a box of its own) would otherwise
@@ -154,6 +160,7 @@ impl Client {
             context: &call.context,
             demand: &demand,
             deadline: call.deadline,
+            operation: call.operation,
         };
         // Boxed, like a complete call's engine future.
         let span = call.span.clone();
@@ -190,6 +197,8 @@ impl Client {
         req.stream = None;
         req.stream_options = None;
         let req = &req;
+        // Kept to record the answer on: a no-op clone when tracing is off.
+        let span = call.span.clone();
         let (mut up, meta) = self
             .complete(
                 call,
@@ -198,6 +207,11 @@ impl Client {
                 |body| body.usage.clone(),
             )
             .await?;
+        crate::telemetry::attrs::response(
+            &span,
+            &up.body,
+            self.inner.config.telemetry.capture_content,
+        );
         let received = up.meta.raw_body.take();
         Ok(Completion::new(up.body, meta, received))
     }

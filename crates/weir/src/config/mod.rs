@@ -22,6 +22,7 @@ mod inbound;
 mod ledger;
 mod model;
 pub mod raw;
+mod telemetry;
 mod validate;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use ledger::LedgerConfig;
 pub use model::*;
+pub use telemetry::{OtlpConfig, TelemetryConfig};
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The usage ledger's retention and roll-up (`ledger:`).
     pub ledger: super::LedgerConfig,
+    /// Trace export (`telemetry:`).
+    pub telemetry: super::TelemetryConfig,
 }
 
 /// The Redis that gateway instances share state through (`redis:`, or `WEIR_REDIS_URL`).

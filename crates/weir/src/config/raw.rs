@@ -30,6 +30,26 @@ pub struct RawConfig {
     pub budgets: Option<RawBudgets>,
     /// The usage ledger's retention and roll-up.
     pub ledger: RawLedger,
+    /// Trace export.
+    pub telemetry: RawTelemetry,
+}
+
+/// `telemetry:`: trace export (`otlp`), the service name and content capture.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    pub otlp: RawOtlp,
+    pub service_name: Option<String>,
+    pub capture_content: bool,
+}
+
+/// `telemetry.otlp:`: the collector's OTLP/HTTP traces URL, the export timeout and queue.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlp {
+    pub endpoint: Option<String>,
+    pub timeout: Option<String>,
+    pub queue_size: Option<usize>,
 }
 
 /// `budgets:`: a list of budget specs, or a map of them by id that may also hold the

@@ -559,3 +559,88 @@ fn ledger_retention_and_roll_up_load_and_their_bounds_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_its_endpoint_comes_from_the_file_or_the_otel_variables() {
+    let c = Config::from_yaml("", &env(&[])).unwrap();
+    assert_eq!(c.telemetry, TelemetryConfig::default());
+    assert!(c.telemetry.otlp.is_none());
+    assert!(!c.telemetry.capture_content);
+
+    let c = Config::from_yaml(
+        "telemetry:\n  service_name: gw\n  capture_content: true\n  otlp: { endpoint: \"http://collector:4318/v1/traces\", timeout: 2s, queue_size: 64 }\n",
+        &env(&[]),
+    )
+    .unwrap();
+    let otlp = c.telemetry.otlp.clone().unwrap();
+    assert_eq!(otlp.endpoint.as_str(), "http://collector:4318/v1/traces");
+    assert_eq!(otlp.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(otlp.queue_size, 64);
+    assert_eq!(c.telemetry.service_name, "gw");
+    assert!(c.telemetry.capture_content);
+
+    // The standard variables win over the file; a base URL gets `/v1/traces`.
+    let file = "telemetry: { otlp: { endpoint: \"http://file:4318/v1/traces\" } }\n";
+    let c = Config::from_yaml(
+        file,
+        &env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/"),
+            ("OTEL_SERVICE_NAME", "from-env"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.telemetry.otlp.unwrap().endpoint.as_str(),
+        "http://base:4318/v1/traces"
+    );
+    assert_eq!(c.telemetry.service_name, "from-env");
+    let c = Config::from_yaml(
+        file,
+        &env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://traces:4318/custom",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.telemetry.otlp.unwrap().endpoint.as_str(),
+        "http://traces:4318/custom"
+    );
+    let c = Config::from_yaml(file, &env(&[("OTEL_SDK_DISABLED", "true")])).unwrap();
+    assert!(
+        c.telemetry.otlp.is_none(),
+        "OTEL_SDK_DISABLED turns export off"
+    );
+}
+
+#[test]
+fn bad_telemetry_settings_are_reported_with_their_paths() {
+    let err = Config::from_yaml(
+        "telemetry:\n  otlp: { endpoint: \"grpc://collector:4317\", timeout: soon, queue_size: 0 }\n",
+        &env(&[]),
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "telemetry.otlp.timeout",
+            "telemetry.otlp.queue_size",
+            "telemetry.otlp.endpoint"
+        ],
+        "{err}"
+    );
+    assert!(err.problems[2].reason.contains("speaks HTTP"), "{err}");
+    let err =
+        Config::from_yaml("", &env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")])).unwrap_err();
+    assert_eq!(
+        err.problems[0].path, "env OTEL_EXPORTER_OTLP_ENDPOINT",
+        "{err}"
+    );
+    assert!(err.problems[0].reason.contains("is not a URL"), "{err}");
+    let err = Config::from_yaml("telemetry: { otlp: { url: x } }\n", &env(&[])).unwrap_err();
+    assert!(err.to_string().contains("url"), "{err}");
+}

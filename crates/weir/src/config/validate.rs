@@ -172,6 +172,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
     let redis = super::inbound::redis(&mut c, &raw);
     let budgets = super::budgets::budgets(&mut c, &raw);
     let ledger = super::ledger::ledger(&mut c, &raw.ledger);
+    let telemetry = super::telemetry::telemetry(&mut c, &raw.telemetry);
 
     if c.problems.is_empty() {
         Ok(Config {
@@ -189,6 +190,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, Vec<Prob
             redis,
             budgets,
             ledger,
+            telemetry,
         })
     } else {
         Err(c.problems)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use tokio::time::Instant;
+use tracing::field::Empty;
 use weir_types::chat::Usage;
 
 use super::event::{CacheOutcome, Latencies, Operation, Outcome, RouteTaken, Tokens, UsageEvent};
@@ -20,6 +21,7 @@ use crate::client::{CacheStatus, Client, ResponseMeta, Route};
 use crate::error::{Error, Result};
 use crate::pool::Lease;
 use crate::provider::RateLimitSnapshot;
+use crate::telemetry::attrs;
 
 /// How a call ended, as its operation knows it.
 #[derive(Debug, Default)]
@@ -118,14 +120,41 @@ impl Client {
             .checked_add(timeout)
             .unwrap_or_else(|| started + Duration::from_secs(365 * 24 * 3600));
         // Disabled (the default level is info), the span is a no-op: nothing is formatted.
+        // Its fields are the attributes an exporter sends (see `telemetry::attrs`): declared
+        // here, empty until known, since a span's fields are fixed when it opens.
         let span = tracing::debug_span!(
             "weir.call",
-            operation = operation.as_str(),
+            otel.name = Empty,
+            otel.kind = "internal",
             request_id = %context.request_id,
-            model = %context.model,
-            deployment = tracing::field::Empty,
-            outcome = tracing::field::Empty,
+            weir.operation = operation.as_str(),
+            gen_ai.operation.name = attrs::operation_name(operation),
+            gen_ai.request.model = %context.model,
+            gen_ai.provider.name = Empty,
+            gen_ai.response.model = Empty,
+            gen_ai.request.max_tokens = Empty,
+            gen_ai.request.temperature = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            gen_ai.response.finish_reasons = Empty,
+            gen_ai.input.messages = Empty,
+            gen_ai.output.messages = Empty,
+            error.type = Empty,
+            weir.deployment = Empty,
+            weir.key_label = Empty,
+            weir.cache = Empty,
+            weir.attempts = Empty,
+            weir.cost_usd = Empty,
+            weir.outcome = Empty,
         );
+        if !span.is_disabled() {
+            attrs::name(&span, operation, &context.model);
+            if let (Some(backend), Some(parent)) =
+                (crate::telemetry::installed(), &context.trace_parent)
+            {
+                backend.adopt_parent(&span, parent);
+            }
+        }
         let call = Call {
             client: self.clone(),
             context: Arc::new(context),
@@ -262,12 +291,7 @@ impl Call {
             },
             prompt_fingerprint: self.prompt_fingerprint.take(),
         };
-        if !self.span.is_disabled() {
-            if let Some(r) = &event.route {
-                self.span.record("deployment", r.deployment().as_str());
-            }
-            self.span.record("outcome", outcome.as_str());
-        }
+        attrs::end(&self.span, &event);
         for (admission, reservation) in self.reservations.drain(..) {
             admission.settle(reservation, &event);
         }

@@ -92,6 +92,9 @@ pub struct CallContext {
     /// The client's IP address, as the gateway saw it: what `limits.per_ip` counts for calls
     /// without a gateway key. `None` for a library caller.
     pub client_ip: Option<std::net::IpAddr>,
+    /// The caller's W3C trace context: the parent of the call's span when traces are
+    /// exported (see [`crate::telemetry`]). The gateway fills it only then.
+    pub trace_parent: Option<crate::telemetry::TraceParent>,
 }
 
 impl CallContext {

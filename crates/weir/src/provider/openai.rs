@@ -147,7 +147,11 @@ pub(crate) fn config_error(provider: &str, key: &str, reason: &str) -> Error {
 }
 
 /// `x-request-id: <weir's id>`, when there is one and it is a valid header value.
+///
+/// With traces exported, also the attempt's trace context (`traceparent`), so the
+/// upstream's spans join the caller's trace.
 pub(crate) fn forward_request_id(headers: &mut HeaderMap, ctx: &UpstreamContext) {
+    crate::telemetry::inject(headers);
     if ctx.request_id.is_empty() {
         return;
     }

@@ -54,6 +54,8 @@ pub(crate) struct Dispatch<'a> {
     pub(crate) context: &'a CallContext,
     pub(crate) demand: &'a DemandEstimate<'a>,
     pub(crate) deadline: Instant,
+    /// The call's operation, for its attempts' spans.
+    pub(crate) operation: crate::pipeline::Operation,
 }
 
 /// A successful execution: the answer and how it was reached.
@@ -391,11 +393,20 @@ where
         // Disabled (the default level is info), the span is a no-op: nothing is formatted.
         let span = tracing::debug_span!(
             "weir.attempt",
+            otel.name = tracing::field::Empty,
+            otel.kind = "client",
             request_id = %self.dispatch.context.request_id,
-            deployment = %dep.id,
-            attempt = self.attempts,
-            hedge,
+            gen_ai.operation.name = crate::telemetry::attrs::operation_name(self.dispatch.operation),
+            gen_ai.provider.name = %dep.spec.provider,
+            gen_ai.request.model = %dep.spec.upstream_model,
+            weir.deployment = %dep.id,
+            weir.attempt = i64::from(self.attempts),
+            weir.hedge = hedge,
+            weir.key_label = lease.key_id(),
+            error.type = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
         );
+        crate::telemetry::attrs::name(&span, self.dispatch.operation, &dep.spec.upstream_model);
         let in_flight = dep.begin();
         Ok(Pending {
             future: (self.call)(Arc::clone(&reg.provider), ctx).instrument(span),
@@ -578,6 +589,8 @@ where
         watch,
         _in_flight,
     } = p;
+    // Kept to record the attempt's outcome on it: a no-op clone when tracing is off.
+    let span = future.span().clone();
     let result = match tokio::time::timeout_at(deadline, future).await {
         Ok(r) => r,
         Err(_) => Err(Error::Timeout {
@@ -586,6 +599,7 @@ where
             after: deadline.saturating_duration_since(started),
         }),
     };
+    crate::telemetry::attrs::attempt_end(&span, &result);
     Attempt {
         result,
         deployment,

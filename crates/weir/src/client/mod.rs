@@ -188,6 +188,8 @@ pub(crate) struct Inner {
     providers: HashMap<String, Registered>,
     groups: Groups,
     budget: RetryBudget,
+    /// Retries, failovers and fallbacks the engine chose, for metrics.
+    pub(crate) policy: crate::metrics::PolicyCounters,
     pub(crate) stats: Stats,
     started: std::time::Instant,
     cache: Option<cached::CacheLayer>,
@@ -419,6 +421,7 @@ impl ClientBuilder {
                 providers,
                 groups,
                 budget,
+                policy: crate::metrics::PolicyCounters::default(),
                 stats: Stats::default(),
                 started: std::time::Instant::now(),
                 cache,

@@ -21,6 +21,8 @@ pub struct AppState {
     pub upkeep: Option<Arc<crate::upkeep::LedgerUpkeep>>,
     /// Budgets kept in the store, when the gateway has one: admin changes go through it.
     pub budget_sync: Option<Arc<crate::budgets::BudgetSync>>,
+    /// The Prometheus metrics registered on the client, for `/metrics`.
+    pub metrics: Option<Arc<weir::metrics::Metrics>>,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
             ledger_store: None,
             upkeep: None,
             budget_sync: None,
+            metrics: None,
             client,
         }
     }

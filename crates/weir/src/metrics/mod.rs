@@ -372,8 +372,11 @@ impl UsageSink for Metrics {
             h.record(&histogram::DURATION, nanos(lat.upstream));
         }
         // A stream's total runs to its last event, the client's reading included: only whole
-        // answers say what weir itself took.
+        // answers say what weir itself took. A call that failed upstream reports no upstream
+        // time, so its total (attempts and backoffs) is not weir's either.
+        let weirs_own = !lat.upstream.is_zero() || event.attempts == 0;
         if !event.operation.is_stream()
+            && weirs_own
             && let Some(h) = self.overhead.get(op)
         {
             h.record(

@@ -17,8 +17,8 @@ pub struct PolicyCounters {
 /// [`PolicyCounters`] read at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PolicySnapshot {
-    /// Attempts re-sent to the deployment that just failed (after a backoff, or with
-    /// another key).
+    /// Decisions to try the deployment that just failed again (after a backoff, or with
+    /// another key); a breaker that opened meanwhile may still refuse the attempt.
     pub retries: u64,
     /// Attempts sent to another deployment of the same group after a failure.
     pub failovers: u64,

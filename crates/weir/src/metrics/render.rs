@@ -280,7 +280,7 @@ impl Metrics {
         );
         e.counter(
             "weir_retries_total",
-            "Attempts re-sent to the deployment that just failed.",
+            "Decisions to try the deployment that just failed again (after a backoff, or with another key).",
             p.retries as f64,
         );
         e.counter(

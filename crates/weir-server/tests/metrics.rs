@@ -351,3 +351,93 @@ async fn without_an_admin_key_loopback_clients_may_scrape() {
     let text = scrape(&gw).await;
     assert!(text.contains("weir_breaker_state{deployment=\"oai/gpt-4o-mini\",state=\"closed\"} 1"));
 }
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "weir-metrics-{name}-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// With a store and a budget: the budget's usage ratio and the ledger's counts, and every
+/// family the Grafana dashboard queries.
+#[tokio::test]
+async fn budgets_ledger_and_the_dashboards_families() {
+    let dir = tempdir("ledger");
+    let gw = Gateway::start(&format!(
+        "store:\n  sqlite: {{ path: {} }}\npricing:\n  mock/echo: {{ input: 1000, output: 1000 }}\nbudgets:\n  - {{ id: day, scope: global, limit_usd: 100, period: daily }}\n",
+        dir.join("weir.sqlite3").display()
+    ))
+    .await;
+    let res = gw
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "mock/echo", "messages": [{"role": "user", "content": "hello"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let usage: Value = res.json().await.unwrap();
+    let tokens = usage["usage"]["prompt_tokens"].as_f64().unwrap()
+        + usage["usage"]["completion_tokens"].as_f64().unwrap();
+    // $1000 per million tokens each way, against a $100 limit.
+    let spent = tokens * 1000.0 / 1e6;
+    let mut s = samples(&scrape(&gw).await);
+    for _ in 0..100 {
+        if total(&s, "weir_ledger_written_total", &[]) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        s = samples(&scrape(&gw).await);
+    }
+    assert_eq!(total(&s, "weir_ledger_written_total", &[]), 1.0);
+    assert_eq!(total(&s, "weir_ledger_dropped_total", &[]), 0.0);
+    assert_eq!(total(&s, "weir_ledger_healthy", &[]), 1.0);
+    let spent_metric = total(&s, "weir_budget_spent_dollars", &[("budget", "day")]);
+    assert!(
+        (spent_metric - spent).abs() < 1e-9,
+        "{spent_metric} != {spent}"
+    );
+    let ratio = total(&s, "weir_budget_usage_ratio", &[("budget", "day")]);
+    assert!((ratio - spent / 100.0).abs() < 1e-9, "{ratio}");
+    assert_eq!(
+        total(&s, "weir_budget_limit_dollars", &[("budget", "day")]),
+        100.0
+    );
+
+    let text = scrape(&gw).await;
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/weir.json"
+    ))
+    .unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("weir_")
+                    || word.starts_with("gen_ai_client")
+                    || word.starts_with("gen_ai_server")
+                    || word.starts_with("process_")
+                {
+                    queried.push(word.trim_end_matches("_bucket").to_owned());
+                }
+            }
+        }
+    }
+    assert!(queried.len() > 20);
+    for name in queried {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the dashboard queries {name}, which /metrics does not export"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -325,12 +325,8 @@ fn render_health(e: &mut Exposition, client: &Client) {
             e.sample("weir_breaker_state", &labels, f64::from(u8::from(on)));
         }
     }
-    let gauges: [(
-        &str,
-        &str,
-        &str,
-        fn(&crate::client::DeploymentStatus) -> f64,
-    ); 3] = [
+    type DeploymentGauge = fn(&crate::client::DeploymentStatus) -> f64;
+    let gauges: [(&str, &str, &str, DeploymentGauge); 3] = [
         (
             "weir_breaker_trips_total",
             "counter",
@@ -485,7 +481,15 @@ async fn render_budgets(e: &mut Exposition, client: &Client) {
         (
             "weir_budget_usage_ratio",
             "Settled spend over the limit this period (past 1 when over).",
-            |b| dollars(b.percent) / 100.0,
+            |b| {
+                // From the amounts, not the rounded `percent`, so a small spend still shows.
+                let limit = dollars(b.spec.limit_usd);
+                if limit > 0.0 {
+                    dollars(b.spent_usd) / limit
+                } else {
+                    0.0
+                }
+            },
         ),
         (
             "weir_budget_spent_dollars",

@@ -188,7 +188,6 @@ pub(crate) struct Inner {
     providers: HashMap<String, Registered>,
     groups: Groups,
     budget: RetryBudget,
-    /// Retries, failovers and fallbacks the engine chose, for metrics.
     pub(crate) policy: crate::metrics::PolicyCounters,
     pub(crate) stats: Stats,
     started: std::time::Instant,

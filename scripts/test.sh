@@ -150,7 +150,7 @@ ensure_python_env() {
   want_hash="$(sha256sum "$PY_REQS" | cut -d' ' -f1)"
   if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want_hash" ]] \
     && "$VENV/bin/python" -c 'import importlib.util as u, sys
-sys.exit(not all(u.find_spec(m) for m in ("openai", "anthropic", "pytest", "httpx")))' 2>/dev/null; then
+sys.exit(not all(u.find_spec(m) for m in ("openai", "anthropic", "pytest", "httpx", "prometheus_client")))' 2>/dev/null; then
     note "python venv up to date ($VENV)"
     PY_ENV_READY=1
     return 0

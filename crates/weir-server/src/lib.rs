@@ -10,7 +10,7 @@
 //!   `GET /v1/models`, `GET /v1/models/{id}`;
 //! - `POST /v1/messages` (Anthropic Messages, native to Anthropic, translated otherwise) and
 //!   `POST /v1/messages/count_tokens`;
-//! - `GET /health`, `GET /ready`, `GET /status`;
+//! - `GET /health`, `GET /ready`, `GET /status`, `GET /metrics` (Prometheus; admin-guarded);
 //! - `POST /admin/circuits/reset`, `GET /cache/stats`, `DELETE /cache` (behind the gateway
 //!   keys);
 //! - `/admin/keys`, `/admin/usage`, `/admin/budgets`, `GET /admin/recommendations` (behind
@@ -137,6 +137,7 @@ pub fn router_with(
         .route("/health", get(routes::ops::health))
         .route("/ready", get(routes::ops::ready))
         .route("/status", get(routes::ops::status))
+        .route("/metrics", get(routes::metrics::metrics))
         .route("/admin/circuits/reset", post(routes::admin::reset_circuits))
         .route(
             "/admin/keys",
@@ -289,9 +290,13 @@ impl Server {
         });
         let pricing = config.pricing.clone();
         let dashboard = std::sync::Arc::new(dashboard::Dashboard::new());
+        // Every label value is fixed here, from the config: recording is atomic adds.
+        let metrics = std::sync::Arc::new(weir::metrics::Metrics::new(&config));
         let mut builder = weir::Client::builder(config)
             .budgets(budgets)
-            .usage_sink(std::sync::Arc::clone(&dashboard.live) as _);
+            .usage_sink(std::sync::Arc::clone(&dashboard.live) as _)
+            .usage_sink(std::sync::Arc::clone(&metrics) as _)
+            .attempt_observer(std::sync::Arc::clone(&metrics) as _);
         if let Some((spool, _)) = &ledger {
             builder = builder.usage_sink(std::sync::Arc::new(ledger::LedgerSink::new(
                 spool.clone(),
@@ -314,6 +319,7 @@ impl Server {
         state.upkeep = upkeep.map(std::sync::Arc::new);
         state.budget_sync = budget_sync;
         state.dashboard = Some(dashboard);
+        state.metrics = Some(metrics);
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|reason| ServeError::Bind { addr, reason })?;

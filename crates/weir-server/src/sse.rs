@@ -48,6 +48,8 @@ pub struct SseBody<S, F> {
     framer: F,
     log: LogContext,
     state: State,
+    /// Counts the stream in `weir_streams_open` while the body lives.
+    _open: Option<weir::metrics::OwnedStreamGuard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,14 @@ impl<S, F> SseBody<S, F> {
             framer,
             log,
             state: State::Streaming,
+            _open: None,
         }
+    }
+
+    /// Count the stream as open (in `weir_streams_open`) until the body drops.
+    pub fn counted(mut self, metrics: Option<&Arc<weir::metrics::Metrics>>) -> Self {
+        self._open = metrics.map(weir::metrics::Metrics::stream_opened_owned);
+        self
     }
 }
 

@@ -23,6 +23,8 @@ pub struct AppState {
     pub budget_sync: Option<Arc<crate::budgets::BudgetSync>>,
     /// The live dashboard's rings, when a usage sink feeds them (`weir serve` registers one).
     pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+    /// The Prometheus metrics registered on the client, for `/metrics`.
+    pub metrics: Option<Arc<weir::metrics::Metrics>>,
 }
 
 impl AppState {
@@ -37,6 +39,7 @@ impl AppState {
             upkeep: None,
             budget_sync: None,
             dashboard: None,
+            metrics: None,
             client,
         }
     }

@@ -14,8 +14,10 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use weir::CallContext;
 use weir::limits::{InboundLimits, LimitsConfig, RateLimit};
+use weir::metrics::Metrics;
 use weir::pipeline::{
-    Admission, AdmissionRequest, CacheOutcome, Latencies, Operation, Outcome, Tokens, UsageEvent,
+    Admission, AdmissionRequest, AttemptInfo, AttemptObserver, AttemptOutcome, CacheOutcome,
+    Latencies, Operation, Outcome, RouteTaken, Tokens, UsageEvent, UsageSink,
 };
 use weir::pool::{Demand, KeyLimits, KeyPool, PoolConfig, PooledKey};
 use weir::provider::anthropic::convert::{from_anthropic_response, to_anthropic_request};
@@ -423,9 +425,53 @@ fn rate_limit_headers(c: &mut Criterion) {
     g.finish();
 }
 
+/// Recording one call's metrics, as the gateway does: the attempt observer's start and end,
+/// then the usage sink (counters, tokens, cost and five histograms). Atomic adds only.
+fn metrics(c: &mut Criterion) {
+    let yaml = "providers:\n  oai:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n    api_key: sk-bench\nmodels:\n  fast:\n    deployments: [oai/gpt-4o-mini]\n  smart:\n    deployments: [oai/gpt-4o]\n";
+    let config = weir::Config::from_yaml(yaml, &|_: &str| None).unwrap();
+    let metrics = Metrics::new(&config);
+    let mut context = CallContext::with_request_id("req-1");
+    context.model = "fast".into();
+    let mut event = usage_event(std::sync::Arc::new(context), 1200, 300);
+    event.route = Some(RouteTaken {
+        provider: "oai".into(),
+        upstream_model: "gpt-4o-mini".into(),
+        key_label: Some("oai#0".into()),
+    });
+    event.cost_usd = Some(rust_decimal::Decimal::new(75, 6));
+    event.latency = Latencies {
+        total: Duration::from_millis(420),
+        upstream: Duration::from_millis(410),
+        first_token: None,
+    };
+    let attempt = AttemptInfo {
+        request_id: "req-1",
+        deployment: "oai/gpt-4o-mini",
+        provider: "oai",
+        key_label: "oai#0",
+        number: 1,
+        hedge: false,
+    };
+    let mut g = c.benchmark_group("metrics");
+    g.bench_function("record_call", |b| {
+        b.iter(|| {
+            metrics.attempt_started(black_box(&attempt));
+            metrics.attempt_ended(
+                &attempt,
+                AttemptOutcome::Success,
+                Duration::from_millis(410),
+            );
+            metrics.record(black_box(&event));
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = chat_types, sse, anthropic, cache, tokens, limits, inbound_limits, rate_limit_headers
+    targets = chat_types, sse, anthropic, cache, tokens, limits, inbound_limits, rate_limit_headers,
+        metrics
 }
 criterion_main!(benches);

@@ -58,6 +58,7 @@ pub mod error;
 pub mod json;
 pub mod limits;
 pub mod messages;
+pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod pricing;

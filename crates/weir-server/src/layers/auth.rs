@@ -7,7 +7,7 @@
 //! up in the store). Health probes (`/health`, `/ready`) are never asked for a key, so
 //! orchestrators can check liveness without secrets.
 //!
-//! Admin routes (`/admin/*`, and `DELETE /cache`) are not for API keys: [`AdminAccess`] guards
+//! Admin routes (`/admin/*`, `GET /metrics` and `DELETE /cache`) are not for API keys: [`AdminAccess`] guards
 //! them with the admin key (`server.admin_key`), or, without one, lets in loopback clients
 //! only. The dashboard page (`/dashboard`) is guarded like them, except that with an admin key
 //! its assets are served without one: they hold no data, and a browser cannot send a bearer
@@ -212,6 +212,7 @@ impl AdminAccess {
     pub fn guards(method: &Method, path: &str) -> bool {
         path == "/admin"
             || path.starts_with("/admin/")
+            || path == "/metrics"
             || (path == "/cache" && method == Method::DELETE)
             || Self::is_page(path)
     }

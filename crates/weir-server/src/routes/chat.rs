@@ -39,7 +39,8 @@ pub async fn completions(
             started,
             stream.summary_handle(),
         );
-        let body = SseBody::new(stream, ChunkFramer::default(), log);
+        let body =
+            SseBody::new(stream, ChunkFramer::default(), log).counted(state.metrics.as_ref());
         return streamed(body.boxed(), &meta, started);
     }
     match state.client.chat_with(req, call).await {

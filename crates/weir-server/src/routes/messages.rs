@@ -43,7 +43,8 @@ pub async fn create(
             stream.summary_handle(),
         );
         log.cache = "";
-        let body = SseBody::new(stream, EventFramer::default(), log);
+        let body =
+            SseBody::new(stream, EventFramer::default(), log).counted(state.metrics.as_ref());
         return streamed(body.boxed(), &meta, started);
     }
     match state.client.messages_with(req, call).await {

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod embeddings;
 pub mod keys;
 pub mod messages;
+pub mod metrics;
 pub mod models;
 pub mod ops;
 pub mod recommendations;

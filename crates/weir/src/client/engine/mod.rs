@@ -24,6 +24,7 @@ mod demand;
 mod group_run;
 pub(crate) mod groups;
 
+use crate::metrics::PolicyCounters;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
@@ -134,6 +135,16 @@ impl Client {
     pub(crate) fn retry_budget(&self) -> &RetryBudget {
         &self.inner.budget
     }
+
+    /// Retries the retry budget would allow now.
+    pub fn retry_budget_available(&self) -> u64 {
+        self.inner.budget.available()
+    }
+
+    /// Retries, failovers, fallbacks and breaker rejections since start.
+    pub fn policy_counters(&self) -> crate::metrics::PolicySnapshot {
+        self.inner.policy.snapshot()
+    }
 }
 
 /// One request's execution: what every step of it shares.
@@ -201,7 +212,15 @@ where
                 }
             }
             if !queue.is_empty() {
-                tracing::debug!(group = %group.name, error = %err, "falling back");
+                PolicyCounters::add(&client.inner.policy.fallbacks);
+                let next: Vec<&str> = queue.iter().map(|g| g.name.as_str()).collect();
+                tracing::warn!(
+                    request_id = %self.dispatch.context.request_id,
+                    group = %group.name,
+                    fallback = %next.join(","),
+                    reason = %err,
+                    "model group failed; falling back"
+                );
             }
             last_err = Some(err);
             if Instant::now() >= self.dispatch.deadline {
@@ -302,15 +321,58 @@ where
                     });
                     let key_label = lease.key_id().to_owned();
                     drop(lease);
-                    tracing::debug!(deployment = %deployment.id, attempt = self.attempts, error = %e, "attempt failed");
+                    let reason = e.to_string();
                     let other_key = self.park_limited_key(&deployment, &e, key_label, &walk);
                     match walk.on_failure(e, other_key, policy, self.dispatch.deadline) {
-                        Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
-                        Ok(_) => {}
-                        Err(left) => return Err(left),
+                        Ok(wait) => {
+                            self.log_next(&walk, &deployment, wait, &reason);
+                            if !wait.is_zero() {
+                                tokio::time::sleep(wait).await;
+                            }
+                        }
+                        Err((e, exit)) => {
+                            tracing::debug!(
+                                request_id = %self.dispatch.context.request_id,
+                                deployment = %deployment.id,
+                                attempt = self.attempts,
+                                error = %e,
+                                "attempt failed; leaving the group"
+                            );
+                            return Err((e, exit));
+                        }
                     }
                 }
             }
+        }
+    }
+
+    /// A failed attempt is followed by another: count it as a retry (the same deployment) or
+    /// a failover (another), and say so at `warn`, with the wait and the reason, since these
+    /// decisions are what an operator looks for when latency or spend jumps.
+    fn log_next(&self, walk: &GroupRun, failed: &Deployment, wait: Duration, reason: &str) {
+        let next = &walk.order[walk.pos() % walk.order.len()];
+        let request_id = &self.dispatch.context.request_id;
+        if next.index == failed.index {
+            PolicyCounters::add(&self.client.inner.policy.retries);
+            tracing::warn!(
+                request_id = %request_id,
+                deployment = %failed.id,
+                attempt = self.attempts,
+                wait_ms = wait.as_millis() as u64,
+                reason = %reason,
+                "upstream attempt failed; retrying the same deployment after backoff"
+            );
+        } else {
+            PolicyCounters::add(&self.client.inner.policy.failovers);
+            tracing::warn!(
+                request_id = %request_id,
+                deployment = %failed.id,
+                next = %next.id,
+                attempt = self.attempts,
+                wait_ms = wait.as_millis() as u64,
+                reason = %reason,
+                "upstream attempt failed; failing over to another deployment"
+            );
         }
     }
 
@@ -343,6 +405,7 @@ where
         let client: &'r Client = self.client;
         let inner = &client.inner;
         let permit = dep.health.breaker.try_acquire().map_err(|wait| {
+            PolicyCounters::add(&inner.policy.breaker_rejections);
             Skip::Open(Error::CircuitOpen {
                 deployment: dep.id.clone(),
                 retry_after: Some(wait),
@@ -355,6 +418,7 @@ where
             }));
         };
         if is_extra && !inner.budget.try_withdraw() {
+            PolicyCounters::add(&inner.policy.budget_exhausted);
             return Err(Skip::Budget(Error::Upstream {
                 provider: dep.spec.provider.clone(),
                 status: 503,

@@ -608,6 +608,9 @@ fn each_call_has_a_span_and_each_attempt_one_inside_it() {
         .build()
         .unwrap();
     let _guard = tracing::subscriber::set_default(spans.clone());
+    // Other tests in this binary run on other threads without this subscriber: a span
+    // callsite they reach first may have its interest cached as "never"; ask again.
+    tracing::callsite::rebuild_interest_cache();
     runtime.block_on(async {
         let ctx = weir::CallContext::with_request_id("req-span-1");
         client

@@ -1,5 +1,6 @@
 //! The README's configuration examples stay true: every `yaml` block in it passes
-//! `weir config check`, with each `${VAR}` it names set to a dummy value.
+//! `weir config check`, with each `${VAR}` it names set to a dummy value. Other tools' YAML (a
+//! Prometheus scrape config) is fenced `yml` instead, so it is not taken for weir's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
